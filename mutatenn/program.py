@@ -1,0 +1,49 @@
+"""The program: a Relax IRModule plus what is needed to feed it and read its output."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The single image input of a program: name, shape (batch first), dtype, layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: str = "NCHW"
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1] if self.layout == "NCHW" else self.shape[-1]
+
+    @property
+    def height(self) -> int:
+        return self.shape[2] if self.layout == "NCHW" else self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[3] if self.layout == "NCHW" else self.shape[2]
+
+
+@dataclass
+class Program:
+    """A model imported into TVM Relax.
+
+    ``spec`` is the model reference the user gave (``digits``, ``torchvision:resnet18``,
+    a file path): worker processes rebuild the program from it, because IRModules that
+    hold constants cannot be serialised in TVM 0.27 (pickling segfaults).
+    ``framework`` names the framework the model came from (``torch``, ``onnx``, ...);
+    ``native`` holds the framework's own model object for reference runs, when loaded.
+    """
+
+    name: str
+    spec: str
+    mod: Any  # tvm.IRModule
+    input: InputSpec
+    preset: str
+    labels: list[str]
+    framework: str
+    native: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
