@@ -1,0 +1,208 @@
+"""Differential testing: one program deployed as several variants, each compared with a baseline."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import UserError
+from .execute import VariantResult, input_batch, run_variant, run_variant_job
+from .images import ImageSet, load_image_set, thumbnail_uri
+from .isolation import DONE, run_isolated
+from .loading import load_program
+from .outputs import prepare_out_dir, write_csv, write_json
+from .program import Program
+from .variants import Variant, parse_variant, parse_variant_list
+
+COMPARISON_COLUMNS = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine"]
+
+
+@dataclass
+class Comparison:
+    out_dir: Path
+    table: pd.DataFrame  # comparison.csv
+    per_image: pd.DataFrame
+    pairwise: pd.DataFrame
+    errors: dict[str, str]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        shifted = logits - np.nanmax(logits, axis=1, keepdims=True)
+        e = np.exp(shifted)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def label_indices(images: ImageSet, labels: list[str]) -> np.ndarray | None:
+    """Ground-truth class indices when every image label names one of the program's classes."""
+    if not images.has_labels:
+        return None
+    index = {name: i for i, name in enumerate(labels)}
+    out = []
+    for label in images.labels:
+        if label in index:
+            out.append(index[label])
+        elif label.isdigit() and int(label) < len(labels):
+            out.append(int(label))
+        else:
+            return None
+    return np.array(out)
+
+
+def compare_pair(ref: VariantResult, other: VariantResult) -> dict:
+    import operators
+
+    values = operators.compare_outputs(ref.output.logits, other.output.logits,
+                                       ref.output.latencies, other.output.latencies, k=5)
+    return {k: float(v) for k, v in values.items()}
+
+
+def run_variants(program: Program, images_spec: str, images: ImageSet, variants: list[Variant],
+                 pretrained: str, jobs: int) -> dict[str, VariantResult]:
+    """Each variant in a worker process (a crash is that variant's error); Python-API models in-process."""
+    results: dict[str, VariantResult] = {}
+    if program.spec.startswith("module:"):
+        batch = input_batch(program, images)
+        for v in variants:
+            results[v.text] = run_variant(program, v, batch)
+        return results
+    args = [(program.spec, pretrained, program.preset, images_spec, v.text) for v in variants]
+    for outcome in run_isolated(run_variant_job, args, jobs=jobs):
+        text = variants[outcome.index].text
+        if outcome.status == DONE:
+            results[text] = outcome.value
+        else:
+            results[text] = VariantResult(text, error=f"{outcome.status}: {outcome.reason}")
+    return results
+
+
+def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
+            pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True) -> Comparison:
+    started = dt.datetime.now(dt.timezone.utc)
+    clock = time.perf_counter()
+    baseline = parse_variant(baseline_text)
+    variants = [v for v in parse_variant_list(variants_text) if v.text != baseline.text]
+    if not variants:
+        raise UserError("--variants names no variant other than the baseline")
+    images = load_image_set(images_spec)
+    program = model if isinstance(model, Program) else load_program(model, pretrained, preset)
+    out_dir = prepare_out_dir(Path(out_dir))
+    ordered = [baseline] + variants
+    results = run_variants(program, images_spec, images, ordered, pretrained, jobs)
+    errors = {name: r.error for name, r in results.items() if r.error}
+    if baseline.text in errors:
+        raise UserError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
+    truth = label_indices(images, program.labels)
+    ok = [v.text for v in ordered if not results[v.text].error]
+    table = _comparison_table(results, baseline.text, [v.text for v in variants], truth)
+    pairwise = _pairwise_table(results, ok)
+    per_image = _per_image_table(results, ok, baseline.text, images, program.labels)
+    finished = dt.datetime.now(dt.timezone.utc)
+    meta = {
+        "kind": "comparison", "model": program.spec, "model_name": program.name, "images": images_spec,
+        "image_count": len(images), "baseline": baseline.text, "variants": [v.text for v in variants],
+        "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
+        "preset": program.preset, "notes": program.notes, "errors": errors,
+        "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
+    }
+    write_csv(out_dir / "comparison.csv", table)
+    write_json(out_dir / "comparison.json", _records(table))
+    write_csv(out_dir / "pairwise.csv", pairwise)
+    write_csv(out_dir / "per_image.csv", per_image)
+    write_json(out_dir / "per_image.json", _records(per_image))
+    write_json(out_dir / "images.json", [{"name": n, "label": lab, "thumbnail": thumbnail_uri(img)}
+                                         for n, img, lab in zip(images.names, images.images, images.labels)])
+    write_json(out_dir / "run.json", meta)
+    if render:
+        render_report(out_dir)
+    return Comparison(out_dir, table, per_image, pairwise, errors)
+
+
+def render_report(out_dir: Path) -> Path | None:
+    """Write RUN_DIR/report.html (the reports room knows nothing about TVM)."""
+    import reports
+
+    return reports.render_report(out_dir)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _latency_stats(r: VariantResult) -> dict:
+    lat = r.output.latencies * 1e3
+    return {"latency_ms_median": float(np.median(lat)), "latency_ms_p10": float(np.percentile(lat, 10)),
+            "latency_ms_p90": float(np.percentile(lat, 90))}
+
+
+def _comparison_table(results, baseline: str, variants: list[str], truth) -> pd.DataFrame:
+    import operators
+
+    ref = results[baseline]
+    rows = []
+    for name in [baseline] + variants:
+        r = results[name]
+        row = {"variant": name, "baseline": baseline}
+        if r.error:
+            row.update({c: math.nan for c in COMPARISON_COLUMNS + ["latency_ratio", "latency_ms_median",
+                                                                    "latency_ms_p10", "latency_ms_p90"]})
+            row["error"] = r.error
+        else:
+            row.update(compare_pair(ref, r))
+            row.update(_latency_stats(r))
+            row["error"] = ""
+        row["accuracy"] = float(operators.accuracy(r.output.logits, truth)) if truth is not None and not r.error else math.nan
+        row["build_s"] = round(r.build_s, 3)
+        rows.append(row)
+    cols = ["variant", "baseline"] + COMPARISON_COLUMNS + ["latency_ms_median", "latency_ms_p10", "latency_ms_p90",
+                                                          "latency_ratio", "accuracy", "build_s", "error"]
+    return pd.DataFrame(rows)[cols]
+
+
+def _pairwise_table(results, names: list[str]) -> pd.DataFrame:
+    rows = []
+    for a in names:
+        for b in names:
+            row = {"variant_a": a, "variant_b": b}
+            row.update(compare_pair(results[a], results[b]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _per_image_table(results, names: list[str], baseline: str, images: ImageSet, labels: list[str]) -> pd.DataFrame:
+    def name_of(i: int) -> str:
+        return labels[i] if 0 <= i < len(labels) else str(i)
+
+    ref_top1 = np.argmax(np.nan_to_num(results[baseline].output.logits, nan=-np.inf), axis=1)
+    rows = []
+    for v in names:
+        logits = results[v].output.logits
+        probs = softmax(logits)
+        order = np.argsort(-np.nan_to_num(logits, nan=-np.inf), axis=1, kind="stable")[:, :5]
+        for i, image in enumerate(images.names):
+            top5 = [[name_of(int(c)), round(float(probs[i, c]), 5)] for c in order[i]]
+            rows.append({"image": image, "label": images.labels[i], "variant": v, "top1": top5[0][0],
+                         "top1_score": top5[0][1], "top5": json.dumps(top5),
+                         "agrees_with_baseline": bool(order[i, 0] == ref_top1[i])})
+    return pd.DataFrame(rows)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The comparison table as a person reads it in a terminal."""
+    view = table[["variant", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
+                  "latency_ms_median", "latency_ratio", "accuracy", "error"]].copy()
+    view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
+                                "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
+    if not view["error"].astype(bool).any():
+        view = view.drop(columns=["error"])
+    if view["accuracy"].isna().all():
+        view = view.drop(columns=["accuracy"])
+    return view.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")

@@ -1,0 +1,104 @@
+"""Running jobs in worker processes so a segfault, an out-of-memory kill or a hang in one
+job becomes that job's outcome instead of the end of the whole run."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+CRASHED, TIMED_OUT, DONE = "crashed", "timed_out", "done"
+
+
+@dataclass
+class Outcome:
+    index: int
+    status: str  # done, crashed or timed_out
+    value: Any = None
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def _executor(jobs: int, restart: bool = False):
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=jobs, timeout=300, kill_workers=restart, reuse=not restart)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    detail = text[0] if text else ""
+    name = type(err).__name__
+    if "TerminatedWorkerError" in name or "BrokenProcessPool" in name:
+        detail = detail or "the worker process died"
+        return f"worker process died (segfault, abort or out-of-memory kill): {detail}"[:500]
+    return f"{name}: {detail}"[:500]
+
+
+def run_isolated(func: Callable, argument_lists: Iterable[tuple], jobs: int = 1,
+                 timeout: float | None = None) -> Iterator[Outcome]:
+    """Yield one Outcome per argument tuple, in completion order.
+
+    Jobs run ``jobs`` at a time in loky worker processes. A job whose worker dies is run
+    again alone, so the crash is pinned on the job that caused it; a job past ``timeout``
+    seconds has its workers killed and is reported ``timed_out``.
+    """
+    pending = list(enumerate(argument_lists))
+    suspects: list[tuple[int, tuple]] = []
+    while pending:
+        batch, pending = pending, []
+        yield from _run_batch(func, batch, jobs, timeout, suspects)
+        # Jobs that shared a pool with a dying worker run again, one at a time.
+        for item in suspects:
+            yield from _run_batch(func, [item], 1, timeout, blame=True)
+        suspects = []
+
+
+def _run_batch(func, batch, jobs, timeout, suspects=None, blame=False) -> Iterator[Outcome]:
+    executor = _executor(jobs)
+    started = {}
+    futures = {}
+    queue = list(batch)
+
+    def submit_next():
+        index, args = queue.pop(0)
+        fut = executor.submit(func, *args)
+        futures[fut] = (index, args)
+        started[fut] = time.monotonic()
+
+    while queue and len(futures) < jobs:
+        submit_next()
+    while futures:
+        done, _ = cf.wait(list(futures), timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        now = time.monotonic()
+        for fut in done:
+            index, args = futures.pop(fut)
+            elapsed = now - started.pop(fut)
+            try:
+                yield Outcome(index, DONE, fut.result(), seconds=elapsed)
+            except Exception as err:  # the worker died, or the pool broke under it
+                if blame or suspects is None:
+                    yield Outcome(index, CRASHED, reason=_describe(err), seconds=elapsed)
+                else:
+                    suspects.append((index, args))
+        if timeout is not None:
+            late = [f for f in futures if now - started[f] > timeout]
+            if late:
+                for fut in late:
+                    index, _ = futures.pop(fut)
+                    yield Outcome(index, TIMED_OUT, reason=f"no result after {timeout:g} s; worker killed",
+                                  seconds=now - started.pop(fut))
+                # Killing is the only way to stop a hung native call; the others are retried.
+                for fut in list(futures):
+                    queue.insert(0, futures.pop(fut))
+                    started.pop(fut)
+                executor = _executor(jobs, restart=True)
+        if any(isinstance(f.exception(timeout=0), Exception) for f in done if not f.cancelled()):
+            # A broken pool must be replaced before more work goes in.
+            executor = _executor(jobs, restart=False)
+        while queue and len(futures) < jobs:
+            try:
+                submit_next()
+            except Exception:  # pool broken by a crash just seen: start a fresh one
+                executor = _executor(jobs, restart=True)
+                submit_next()
