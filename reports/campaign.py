@@ -1,0 +1,279 @@
+"""The campaign page's content, built from a RunData's tables."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import charts
+from .common import (fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails,
+                     to_bool, to_float)
+from .rundata import COMPARISON_METRICS, SCORED_VERDICTS, VERDICTS, RunData
+
+
+@dataclass(frozen=True)
+class CampaignCaps:
+    """Limits that keep a large campaign's page small; the page states them."""
+
+    detailed_mutants: int = 200   # mutants with diff, log and per-image detail
+    images_per_stack: int = 4     # images shown per mutant and stack (flipped first)
+    diff_lines: int = 60          # lines of IR diff per mutant
+    log_lines: int = 30           # lines of crash log tail per mutant and stack
+    discrepancies: int = 300      # rows in the cross-stack discrepancy section
+
+
+# Verdicts whose mutants get full detail, most informative first: a survivor shows a
+# gap in the comparison operators, a crash a fragile stack.
+_DETAIL_PRIORITY = {"survived": 0, "crashed": 1, "timed_out": 1, "killed": 2}
+
+TABLE_METRICS = [
+    ("top1_agreement", "Top-1 agr."), ("kendall_tau", "Kendall τ"),
+    ("max_abs_error", "Max abs err"), ("cosine", "Cosine"),
+]
+METRIC_TITLES = {
+    "top1_agreement": "Top-1 agr.", "topk_overlap": "Top-k overlap", "kendall_tau": "Kendall τ",
+    "rbo": "RBO", "max_abs_error": "Max abs err", "rel_l2": "Rel. L2", "cosine": "Cosine",
+    "latency_ratio": "Latency ×",
+}
+
+
+def _stacks(run: RunData) -> list[str]:
+    stacks = [_stack_label(s) for s in run.meta.get("stacks") or []]
+    for s in run.verdicts["stack"].unique():
+        if s not in stacks:
+            stacks.append(s)
+    return stacks
+
+
+def _stack_label(stack) -> str:
+    if isinstance(stack, dict):
+        return str(stack.get("name") or stack)
+    return str(stack)
+
+
+def _counts_from_verdicts(verdicts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    counts = (verdicts.groupby(by + ["verdict"]).size().unstack("verdict", fill_value=0)
+              .reindex(columns=list(VERDICTS), fill_value=0))
+    denom = counts[list(SCORED_VERDICTS)].sum(axis=1)
+    counts["score"] = (100.0 * counts["killed"] / denom.where(denom > 0)).astype(float)
+    return counts.reset_index()
+
+
+def _score_tables(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-stack and per-operator counts and scores: scores.csv if given, else computed."""
+    s = run.scores
+    if len(s) and (s["group"] == "all").any():
+        overall = s[s["group"] == "all"].copy()
+        per_op = s[s["group"] == "operator"].rename(columns={"key": "operator"}).copy()
+    else:
+        overall = _counts_from_verdicts(run.verdicts, ["stack"])
+        per_op = _counts_from_verdicts(run.verdicts, ["stack", "operator"])
+    for df in (overall, per_op):
+        for v in VERDICTS:
+            df[v] = pd.to_numeric(df[v], errors="coerce").fillna(0).astype(int)
+        df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    return overall, per_op
+
+
+def _score_text(score) -> str:
+    f = to_float(score)
+    return "—" if f is None else f"{f:.1f}%"
+
+
+def _diff_lines(diff: str, cap: int) -> tuple[list[dict], int]:
+    lines = diff.splitlines()
+    out = []
+    for line in lines[:cap]:
+        if line.startswith(("+++", "---")):
+            cls = "meta"
+        elif line.startswith("@@"):
+            cls = "hunk"
+        elif line.startswith("+"):
+            cls = "add"
+        elif line.startswith("-"):
+            cls = "del"
+        else:
+            cls = "ctx"
+        out.append({"cls": cls, "text": line})
+    return out, max(0, len(lines) - cap)
+
+
+def _log_tail(text: str, cap: int) -> tuple[str, int]:
+    lines = str(text).splitlines()
+    return "\n".join(lines[-cap:]), max(0, len(lines) - cap)
+
+
+def _pick_detailed(mutant_ids: list[str], verdicts_by_mutant: dict, cap: int) -> set[str]:
+    ranked = []
+    for order, mid in enumerate(mutant_ids):
+        prios = [_DETAIL_PRIORITY[r["verdict"]] for r in verdicts_by_mutant.get(mid, [])
+                 if r["verdict"] in _DETAIL_PRIORITY]
+        if prios:
+            ranked.append((min(prios), order, mid))
+    ranked.sort()
+    return {mid for _, _, mid in ranked[:cap]}
+
+
+def _images_for(run: RunData, detailed: set[str], caps: CampaignCaps, image_labels: dict,
+                thumb_index: dict) -> tuple[dict, dict]:
+    """Shown per-image rows per (mutant, stack), flipped first, and row totals."""
+    pi = run.per_image
+    if not len(pi) or not detailed:
+        return {}, {}
+    pi = pi[pi["mutant_id"].isin(detailed)].copy()
+    pi["_flip"] = pi["flipped"].map(to_bool)
+    totals = pi.groupby(["mutant_id", "stack"]).size().to_dict()
+    pi = pi.sort_values("_flip", ascending=False, kind="stable")
+    shown = pi.groupby(["mutant_id", "stack"], sort=False).head(caps.images_per_stack)
+    out: dict = defaultdict(list)
+    for r in shown.to_dict("records"):
+        name = r["image"]
+        out[(r["mutant_id"], r["stack"])].append({
+            "name": name, "thumb": thumb_index.get(name), "label": image_labels.get(name),
+            "flipped": r["_flip"], "original": parse_topk(r["original_top5"]),
+            "mutant": parse_topk(r["mutant_top5"]),
+        })
+    return out, totals
+
+
+def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) -> dict:
+    """Everything campaign.html.j2 needs, as plain Python values."""
+    meta = run.meta
+    stacks = _stacks(run)
+    verdicts = run.verdicts
+    overall, per_op = _score_tables(run)
+
+    # Scores and verdict counts per stack.
+    by_stack = {r["stack"]: r for r in overall.to_dict("records")}
+    score_items, counts = [], []
+    for s in stacks:
+        r = by_stack.get(s)
+        score = to_float(r["score"]) if r else None
+        score_items.append((s, score, _score_text(score)))
+        c = {v: int(r[v]) if r else 0 for v in VERDICTS}
+        counts.append({"stack": s, "counts": c, "total": sum(c.values()), "score": _score_text(score)})
+    totals = {v: sum(c["counts"][v] for c in counts) for v in VERDICTS}
+
+    # Operator x stack heatmap.
+    op_scores = {(r["operator"], r["stack"]): r for r in per_op.to_dict("records")}
+    operators = sorted({op for op, _ in op_scores}, key=str.lower)
+
+    def op_cell(op, stack):
+        r = op_scores.get((op, stack))
+        if r is None:
+            return None, "", f"{op} on {stack}: no mutants"
+        f = to_float(r["score"])
+        scored = sum(int(r[v]) for v in SCORED_VERDICTS)
+        title = (f"{op} on {stack}: {_score_text(f)} "
+                 f"({int(r['killed'])} killed of {scored} scored; "
+                 f"{int(r['non_viable'])} non-viable, {int(r['equivalent'])} equivalent)")
+        return (None if f is None else f / 100.0), _score_text(f), title
+
+    # Mutants, in mutants.json order, then any that only the verdicts name.
+    mutants = run.mutants.to_dict("records")
+    known = {m["id"] for m in mutants}
+    vrecs = verdicts.to_dict("records")
+    for r in vrecs:
+        if r["mutant_id"] not in known:
+            known.add(r["mutant_id"])
+            mutants.append({"id": r["mutant_id"], "operator": r["operator"], "level": r["level"],
+                            "site": r["site"], "status": "", "reason": "", "hash": "", "diff": ""})
+    anchors = {m["id"]: f"m{i}" for i, m in enumerate(mutants)}
+    verdicts_by_mutant: dict = defaultdict(list)
+    for r in vrecs:
+        verdicts_by_mutant[r["mutant_id"]].append(r)
+
+    rows = []
+    for r in vrecs:
+        rows.append({
+            "anchor": anchors[r["mutant_id"]], "id": r["mutant_id"], "operator": r["operator"],
+            "level": r["level"], "site": r["site"], "stack": r["stack"], "verdict": r["verdict"],
+            "metrics": [(fmt_num(r.get(k)), sort_key(r.get(k))) for k, _ in TABLE_METRICS],
+            "flipped": (fmt_num(r.get("flipped")), sort_key(r.get("flipped"))),
+            "time": (fmt_num((to_float(r.get("build_s")) or 0) + (to_float(r.get("run_s")) or 0), 3),
+                     sort_key((to_float(r.get("build_s")) or 0) + (to_float(r.get("run_s")) or 0))),
+        })
+
+    image_labels = {str(i.get("name")): i.get("label") for i in run.images}
+    thumb_rules, thumb_index = thumbnails(run.images)
+    detailed = _pick_detailed([m["id"] for m in mutants], verdicts_by_mutant, caps.detailed_mutants)
+    images, image_totals = _images_for(run, detailed, caps, image_labels, thumb_index)
+
+    details = []
+    for m in mutants:
+        mid = m["id"]
+        full = mid in detailed
+        per_stack = []
+        for r in sorted(verdicts_by_mutant.get(mid, []),
+                        key=lambda r: stacks.index(r["stack"]) if r["stack"] in stacks else 99):
+            log, log_more = _log_tail(r.get("log_tail") or "", caps.log_lines) if full else ("", 0)
+            shown = images.get((mid, r["stack"]), [])
+            per_stack.append({
+                "stack": r["stack"], "verdict": r["verdict"], "reason": r.get("reason") or "",
+                "metrics": [fmt_num(r.get(k)) for k in COMPARISON_METRICS],
+                "flipped": fmt_num(r.get("flipped")), "build_s": fmt_num(r.get("build_s"), 3),
+                "run_s": fmt_num(r.get("run_s"), 3), "log": log, "log_more": log_more,
+                "images": shown, "images_total": image_totals.get((mid, r["stack"]), 0),
+            })
+        diff, diff_more = _diff_lines(m.get("diff") or "", caps.diff_lines) if full else ([], 0)
+        verdict_set = sorted({p["verdict"] for p in per_stack})
+        details.append({
+            "anchor": anchors[mid], "id": mid, "operator": m.get("operator", ""),
+            "level": m.get("level", ""), "site": m.get("site", ""), "status": m.get("status", ""),
+            "reason": m.get("reason", ""), "hash": m.get("hash", ""), "full": full,
+            "diff": diff, "diff_more": diff_more, "has_diff": bool(m.get("diff")),
+            "stacks": per_stack, "verdicts": verdict_set,
+        })
+
+    return {
+        "title": f"Mutation campaign — {meta.get('model', 'model')}",
+        "overview": run_overview(meta) + [
+            ("Stacks", ", ".join(_stack_label(s) for s in stacks) or "—"),
+            ("Mutants", str(len(mutants))),
+            ("Build + run time", fmt_seconds(pd.to_numeric(verdicts["build_s"], errors="coerce").sum()
+                                             + pd.to_numeric(verdicts["run_s"], errors="coerce").sum())),
+        ],
+        "stacks": stacks,
+        "verdicts": VERDICTS,
+        "score_chart": charts.bar_chart(score_items),
+        "verdict_chart": charts.stacked_bars([(c["stack"], c["counts"]) for c in counts], VERDICTS),
+        "counts": counts, "totals": totals,
+        "heatmap": charts.heatmap(operators, stacks, op_cell) if operators else None,
+        "table_metrics": [t for _, t in TABLE_METRICS],
+        "rows": rows,
+        "metric_titles": [METRIC_TITLES[k] for k in COMPARISON_METRICS],
+        "details": details,
+        "discrepancies": _discrepancies(run, stacks, anchors, caps),
+        "thumb_rules": thumb_rules,
+        "caps": caps,
+        "detailed_count": len(detailed),
+        "per_image_cap": meta.get("per_image_cap"),
+    }
+
+
+def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:
+    """Mutants whose verdict differs between stacks, grouped by operator."""
+    d = run.discrepancies
+    if len(d):
+        cols = [s for s in stacks if s in d.columns] or [
+            c for c in d.columns if c not in ("mutant_id", "operator", "level", "site")]
+        recs = d.to_dict("records")
+    else:
+        v = run.verdicts
+        if not len(v):
+            return {"groups": [], "stacks": stacks, "total": 0, "shown": 0}
+        wide = v.pivot_table(index=["mutant_id", "operator", "level", "site"], columns="stack",
+                             values="verdict", aggfunc="first").fillna("")
+        wide = wide[wide.apply(lambda r: len({x for x in r if x}) > 1, axis=1)]
+        cols = [s for s in stacks if s in wide.columns]
+        recs = wide.reset_index().to_dict("records")
+    groups: dict = defaultdict(list)
+    for r in recs[: caps.discrepancies]:
+        groups[r["operator"]].append({
+            "anchor": anchors.get(r["mutant_id"]), "id": r["mutant_id"], "level": r["level"],
+            "site": r["site"], "verdicts": [str(r.get(s) or "") for s in cols],
+        })
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0].lower()))
+    return {"groups": [{"operator": k, "rows": v} for k, v in ordered], "stacks": cols,
+            "total": len(recs), "shown": min(len(recs), caps.discrepancies)}

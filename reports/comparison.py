@@ -1,0 +1,152 @@
+"""The comparison (differential testing) page's content, built from a RunData's tables."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import charts
+from .campaign import METRIC_TITLES
+from .common import fmt_num, run_overview, sort_key, thumbnails, to_bool, to_float
+from .rundata import COMPARISON_METRICS, RunData
+
+
+@dataclass(frozen=True)
+class ComparisonCaps:
+    """Limits that keep a large comparison's page small; the page states them."""
+
+    disagreement_images: int = 120
+
+
+_SIMILARITY = {"top1_agreement", "topk_overlap", "rbo", "cosine"}
+_DISTANCE = {"max_abs_error", "rel_l2"}
+METRIC_HELP = {
+    "top1_agreement": "share of images with the same top-1 label (1 = identical)",
+    "topk_overlap": "overlap of the top-k label sets (1 = identical)",
+    "kendall_tau": "rank correlation of the scores (1 = same order)",
+    "rbo": "rank-biased overlap of the rankings (1 = identical)",
+    "max_abs_error": "largest absolute difference of an output value (0 = identical)",
+    "rel_l2": "relative L2 distance of the outputs (0 = identical)",
+    "cosine": "cosine similarity of the outputs (1 = identical)",
+    "latency_ratio": "median latency of A over B (1 = same speed)",
+}
+TABLE_COLUMNS = [
+    ("variant", "Variant"), ("baseline", "Baseline"), ("top1_agreement", "Top-1 agr."),
+    ("topk_overlap", "Top-k overlap"), ("kendall_tau", "Kendall τ"), ("rbo", "RBO"),
+    ("max_abs_error", "Max abs err"), ("rel_l2", "Rel. L2"), ("cosine", "Cosine"),
+    ("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
+    ("latency_ratio", "Latency ×"), ("accuracy", "Accuracy"),
+]
+_TEXT_COLUMNS = {"variant", "baseline"}
+
+
+def _goodness(metric: str, value: float | None, worst: float) -> float | None:
+    """Map a metric value to [0, 1] where 1 means 'behaves like the other variant'."""
+    if value is None:
+        return None
+    if metric in _SIMILARITY:
+        return value
+    if metric == "kendall_tau":
+        return (value + 1) / 2
+    if metric in _DISTANCE:
+        return 1.0 if worst <= 0 else 1.0 - value / worst
+    if metric == "latency_ratio":
+        return 1.0 - min(1.0, abs(math.log2(value))) if value > 0 else 0.0
+    return None
+
+
+def _variants(run: RunData) -> list[str]:
+    names = []
+    baseline = run.meta.get("baseline")
+    for v in ([baseline] if baseline else []) + list(run.meta.get("variants") or []):
+        v = str(v.get("name") if isinstance(v, dict) else v)
+        if v not in names:
+            names.append(v)
+    for col in ("variant_a", "variant_b"):
+        for v in run.pairwise[col].unique():
+            if v and v not in names:
+                names.append(v)
+    for v in run.comparison["variant"].unique():
+        if v and v not in names:
+            names.append(v)
+    return names
+
+
+def _pairwise_maps(run: RunData, variants: list[str]) -> list[dict]:
+    pw = run.pairwise
+    maps = []
+    for metric in COMPARISON_METRICS:
+        if metric not in pw.columns:
+            continue
+        values = {(r["variant_a"], r["variant_b"]): to_float(r[metric])
+                  for r in pw[["variant_a", "variant_b", metric]].to_dict("records")}
+        if all(v is None for v in values.values()):
+            continue
+        worst = max((v for v in values.values() if v is not None), default=0.0)
+
+        def cell(a, b, values=values, metric=metric, worst=worst):
+            if (a, b) not in values:
+                return None, "—" if a != b else "=", f"{a} vs {b}: no value"
+            v = values[(a, b)]
+            return (_goodness(metric, v, worst), fmt_num(v, 3),
+                    f"{metric}({a}, {b}) = {fmt_num(v, 6)}")
+
+        maps.append({"metric": metric, "title": METRIC_TITLES.get(metric, metric),
+                     "help": METRIC_HELP.get(metric, ""),
+                     "chart": charts.heatmap(variants, variants, cell, cell_w=60, rotate_cols=True)})
+    return maps
+
+
+def _disagreements(run: RunData, variants: list[str], caps: ComparisonCaps, thumb_index: dict) -> dict:
+    pi = run.per_image
+    if not len(pi):
+        return {"images": [], "total": 0, "variants": []}
+    pi = pi.copy()
+    pi["_agree"] = pi["agrees_with_baseline"].map(lambda v: True if v is None or v != v else to_bool(v))
+    bad = list(dict.fromkeys(pi.loc[~pi["_agree"].astype(bool), "image"]))
+    shown = set(bad[: caps.disagreement_images])
+    order = {v: i for i, v in enumerate(variants)}
+    cols = sorted(pi["variant"].unique(), key=lambda v: (order.get(v, len(order)), v))
+    by_image: dict = {}
+    for r in pi[pi["image"].isin(shown)].to_dict("records"):
+        entry = by_image.setdefault(r["image"], {"name": r["image"], "label": r["label"],
+                                                 "thumb": thumb_index.get(r["image"]), "cells": {}})
+        entry["cells"][r["variant"]] = {"top1": r["top1"], "score": fmt_num(r["top1_score"], 3),
+                                        "agree": bool(r["_agree"])}
+    images = [by_image[n] for n in bad[: caps.disagreement_images] if n in by_image]
+    for img in images:
+        img["row"] = [img["cells"].get(v) for v in cols]
+    return {"images": images, "total": len(bad), "variants": cols,
+            "image_count": pi["image"].nunique()}
+
+
+def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps()) -> dict:
+    """Everything comparison.html.j2 needs, as plain Python values."""
+    meta = run.meta
+    variants = _variants(run)
+    comp = run.comparison.to_dict("records")
+    latency = [{"label": r["variant"], "median": to_float(r["latency_ms_median"]),
+                "p10": to_float(r["latency_ms_p10"]), "p90": to_float(r["latency_ms_p90"]),
+                "value": f"{fmt_num(r['latency_ms_median'], 3)} ms",
+                "text": (f"{fmt_num(r['latency_ms_median'], 3)} ms "
+                         f"(p10 {fmt_num(r['latency_ms_p10'], 3)} – p90 {fmt_num(r['latency_ms_p90'], 3)})")}
+               for r in comp]
+    table = [[(str(r.get(k, "")), "") if k in _TEXT_COLUMNS else (fmt_num(r.get(k)), sort_key(r.get(k)))
+              for k, _ in TABLE_COLUMNS] for r in comp]
+    thumb_rules, thumb_index = thumbnails(run.images)
+    baseline = meta.get("baseline")
+    baseline = str(baseline.get("name") if isinstance(baseline, dict) else baseline or "—")
+    return {
+        "title": f"Differential comparison — {meta.get('model', 'model')}",
+        "overview": run_overview(meta) + [
+            ("Baseline", baseline),
+            ("Variants", ", ".join(v for v in variants if v != baseline) or "—"),
+        ],
+        "variants": variants,
+        "pairwise": _pairwise_maps(run, variants),
+        "latency": charts.range_chart(latency) if any(l["median"] is not None for l in latency) else None,
+        "disagreements": _disagreements(run, variants, caps, thumb_index),
+        "table_columns": [t for _, t in TABLE_COLUMNS],
+        "table": table,
+        "thumb_rules": thumb_rules,
+        "caps": caps,
+    }
