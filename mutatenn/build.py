@@ -61,7 +61,9 @@ class BuildOptions:
 
     @property
     def uses_fast_math(self) -> bool:
-        return self.opt_level >= 3 if self.fast_math is None else self.fast_math
+        if self.fast_math is not None:
+            return self.fast_math
+        return self.opt_level >= 3 or "FastMathTransform" in self.required_pass
 
     def passes(self) -> tuple[str, ...]:
         """The optional passes this build runs, in pipeline order."""

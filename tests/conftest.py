@@ -1,0 +1,66 @@
+"""Shared fixtures: real models written to disk, a local TVM RPC server, a CLI runner."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run `mutatenn ARGS` in a fresh process, as a user would; returns CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mutatenn.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def digits_program():
+    from mutatenn.loading import load_program
+
+    return load_program("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(tmp_path_factory) -> Path:
+    """The bundled digits CNN exported to ONNX with torch.onnx."""
+    from mutatenn.models.digits import load_trained
+    from mutatenn.runners import export_torch_to_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "digits.onnx"
+    return export_torch_to_onnx(load_trained(), (1, 1, 8, 8), path)
+
+
+@pytest.fixture(scope="session")
+def rpc_server():
+    """A real TVM RPC server on 127.0.0.1; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                             "--port", str(port), "--port-end", str(port + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("TVM RPC server did not start")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)

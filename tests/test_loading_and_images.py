@@ -1,0 +1,162 @@
+"""Model loading into Relax and image sets with deterministic preprocessing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mutatenn.errors import UserError
+from mutatenn.images import load_image_set, preprocess, thumbnail_uri
+from mutatenn.loading import UntrainedWeightsWarning, load_program
+
+
+def test_bundled_digits_model_is_accurate(digits_program):
+    from mutatenn.models.digits import held_out_accuracy, load_trained
+
+    assert held_out_accuracy(load_trained()) >= 0.95
+    assert digits_program.input.shape == (1, 1, 8, 8)
+    assert digits_program.labels == [str(i) for i in range(10)]
+    assert int(digits_program.mod["main"].ret_ty.shape[1]) == 10
+
+
+def test_retraining_script_is_reproducible_and_accurate(tmp_path):
+    out = tmp_path / "w.pt"
+    proc = subprocess.run([sys.executable, "-m", "mutatenn.models.digits", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    acc = float(proc.stdout.split("held-out accuracy:")[1].split()[0])
+    assert acc >= 0.95
+    import torch
+
+    from mutatenn.models.digits import WEIGHTS
+
+    new, shipped = torch.load(out, weights_only=True), torch.load(WEIGHTS, weights_only=True)
+    assert new.keys() == shipped.keys()
+    # Same seed, same data: the retrained weights match the shipped ones closely.
+    for key in shipped:
+        assert torch.allclose(new[key].float(), shipped[key].float(), atol=1e-3), key
+
+
+def test_torchvision_without_cache_uses_seeded_weights_and_warns(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.warns(UntrainedWeightsWarning, match="seeded random weights"):
+        program = load_program("torchvision:squeezenet1_1")
+    assert program.input.shape == (1, 3, 224, 224)
+    assert len(program.labels) == 1000 and program.labels[0] == "tench"
+    assert program.preset == "imagenet"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = load_program("torchvision:squeezenet1_1")
+    import tvm_ffi
+
+    assert tvm_ffi.structural_equal(program.mod, again.mod), "seeded weights must be deterministic"
+
+
+def test_demanding_uncached_pretrained_weights_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError, match=r"not in the local cache: expected .*squeezenet1_1-.*\.pth"):
+        load_program("torchvision:squeezenet1_1", pretrained="require")
+
+
+def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from mutatenn.loading import torchvision_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    file, _ = torchvision_weights_file("squeezenet1_1")
+    file.parent.mkdir(parents=True)
+    torch.manual_seed(123)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), file)
+    program = load_program("torchvision:squeezenet1_1", pretrained="require")
+    assert any(str(file) in note for note in program.notes)
+
+
+def test_onnx_and_pt2_files_load(digits_onnx, tmp_path):
+    program = load_program(str(digits_onnx))
+    assert program.framework == "onnx" and program.input.shape == (1, 1, 8, 8)
+    import torch
+
+    from mutatenn.models.digits import load_trained
+
+    pt2 = tmp_path / "digits.pt2"
+    torch.export.save(torch.export.export(load_trained(), (torch.zeros(1, 1, 8, 8),)), str(pt2))
+    program = load_program(str(pt2))
+    assert program.framework == "torch" and int(program.mod["main"].ret_ty.shape[1]) == 10
+
+
+def _png(path, value, size=(12, 10), mode="RGB"):
+    arr = np.full((size[1], size[0], 3) if mode == "RGB" else (size[1], size[0]), value, np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_with_class_subfolders_gives_sorted_labelled_images(tmp_path):
+    for cls in ("zebra", "apple"):
+        (tmp_path / cls).mkdir()
+        for name in ("b.png", "a.jpg"):
+            _png(tmp_path / cls / name, 100)
+    images = load_image_set(str(tmp_path))
+    assert images.names == ["apple/a.jpg", "apple/b.png", "zebra/a.jpg", "zebra/b.png"]
+    assert images.labels == ["apple", "apple", "zebra", "zebra"] and images.has_labels
+
+
+@pytest.mark.parametrize("problem", ["empty", "text", "corrupt", "missing"])
+def test_bad_image_folders_are_refused_with_a_clear_message(tmp_path, problem):
+    folder = tmp_path / "imgs"
+    if problem != "missing":
+        folder.mkdir()
+    if problem == "text":
+        _png(folder / "ok.png", 5)
+        (folder / "notes.txt").write_text("hello")
+    if problem == "corrupt":
+        (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    expected = {"empty": "holds no images", "text": "notes.txt' is not a jpg or png",
+                "corrupt": "cannot read image", "missing": "neither a folder nor a bundled set"}[problem]
+    with pytest.raises(UserError, match=expected):
+        load_image_set(str(folder))
+
+
+def test_bundled_sets():
+    digits = load_image_set("digits")
+    assert len(digits) == 450 and digits.has_labels and digits.images[0].shape == (8, 8)
+    photos = load_image_set("photos")
+    assert len(photos) >= 15 and not photos.has_labels
+    assert len(load_image_set("digits:7")) == 7
+    with pytest.raises(UserError, match="positive integer"):
+        load_image_set("digits:x")
+
+
+def test_presets_are_deterministic_and_match_hand_computed_values(tmp_path):
+    _png(tmp_path / "grey.png", 128, size=(300, 200))
+    images = load_image_set(str(tmp_path))
+    net = preprocess(images, "imagenet", (1, 3, 224, 224))
+    assert net.shape == (1, 3, 224, 224)
+    # A constant image stays constant: (128/255 - mean) / std per channel.
+    expected = (128 / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(net[0, :, 100, 100], expected, rtol=1e-5)
+    inc = preprocess(images, "inception", (1, 3, 299, 299))
+    np.testing.assert_allclose(inc[0, :, 5, 5], 128 / 127.5 - 1, atol=1e-6)
+    caffe = preprocess(images, "caffe", (1, 3, 224, 224))
+    np.testing.assert_allclose(caffe[0, :, 0, 0], 128 - np.array([103.939, 116.779, 123.68]), rtol=1e-5)
+    raw = preprocess(images, "raw", (1, 1, 8, 8))
+    np.testing.assert_allclose(raw, 128 / 255, rtol=1e-5)
+    np.testing.assert_array_equal(net, preprocess(images, "imagenet", (1, 3, 224, 224)))
+    assert thumbnail_uri(images.images[0]).startswith("data:image/png;base64,")
+
+
+def test_centre_crop_keeps_the_middle(tmp_path):
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, 100:200] = 255  # bright middle third
+    Image.fromarray(arr).save(tmp_path / "bar.png")
+    out = preprocess(load_image_set(str(tmp_path)), "raw", (1, 3, 8, 8))
+    centre = preprocess(load_image_set(str(tmp_path)), "imagenet", (1, 3, 64, 64))
+    assert out.shape == (1, 3, 8, 8)
+    # A centre crop of a 3:1 image keeps only the bright middle third; a plain resize keeps the dark edges.
+    bright = (1.0 - 0.485) / 0.229
+    np.testing.assert_allclose(centre[0, 0], bright, rtol=1e-4)
+    assert out[0, 0, 4, 0] < 0.1 and out[0, 0, 4, 4] > 0.9
