@@ -1,0 +1,503 @@
+"""Tensor-level (TIR) mutation operators.
+
+They work on the legalized module (``base.lower``): a mutant is that module with one
+PrimFunc replaced. A site is one node of one PrimFunc, located by
+``(PrimFunc name, ordinal of the anchor node in a post-order walk, ordinal inside it)``;
+PrimFuncs are visited in name order, so site order is stable across processes.
+
+Beyond the base contract each operator offers ``mutate_lowered(lowered, site, memo)``,
+which hashes and compares only the replaced PrimFunc (see ``TirMutation``).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import ml_dtypes
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.s_tir.stmt import SBlock
+
+from .base import EQUIVALENT, NON_VIABLE, PENDING, MutationOperator, Site, hash_text, lower, structural_hash_hex
+
+_IF_THEN_ELSE = "prim.if_then_else"
+_CMP_SYMBOL = {tirx.LT: "<", tirx.LE: "<=", tirx.GT: ">", tirx.GE: ">=", tirx.EQ: "==", tirx.NE: "!="}
+_CMP_NAME = {tirx.LT: "lt", tirx.LE: "le", tirx.GT: "gt", tirx.GE: "ge", tirx.EQ: "eq", tirx.NE: "ne"}
+_CMP_TYPES = tuple(_CMP_SYMBOL)
+
+
+@dataclass
+class TirMutation:
+    """What ``mutate_lowered`` gives: the mutant module (None when non-viable), its hash,
+    status and reason. The hash combines the original module's hash with the name and
+    structural hash of the replaced PrimFunc, so no whole-module hash is needed."""
+
+    mod: Any
+    hash: str
+    status: str
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _dtype(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def _short(expr) -> str:
+    """A compact rendering of simple expressions (no TVMScript printer: it is slow)."""
+    if isinstance(expr, tvm.ir.expr.Var):
+        return expr.name
+    if isinstance(expr, (tirx.IntImm, tirx.FloatImm)):
+        return str(expr.value)
+    if isinstance(expr, _CMP_TYPES):
+        return f"{_short(expr.a)} {_CMP_SYMBOL[type(expr)]} {_short(expr.b)}"
+    if isinstance(expr, (tirx.Add, tirx.Sub, tirx.Mul)):
+        sym = {tirx.Add: "+", tirx.Sub: "-", tirx.Mul: "*"}[type(expr)]
+        return f"({_short(expr.a)} {sym} {_short(expr.b)})"
+    return type(expr).__name__
+
+
+def _buffer_text(buf) -> str:
+    shape = "x".join(str(int(d)) if isinstance(d, tirx.IntImm) else str(d) for d in buf.ty.shape)
+    return f"{buf.name}[{shape}] {buf.ty.dtype}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _one(dtype: str, value: float):
+    return tirx.const(int(value) if not dtype.startswith(("float", "bfloat")) else float(value), dtype)
+
+
+def _is_numeric(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat", "int", "uint"))
+
+
+def _numpy_dtype(dtype: str):
+    return ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def prim_funcs(lowered: tvm.IRModule) -> list[tuple[tvm.ir.GlobalVar, tirx.PrimFunc]]:
+    """The PrimFuncs of a module, in name order (the map's own order is not guaranteed)."""
+    found = [(gv, f) for gv, f in lowered.functions.items() if isinstance(f, tirx.PrimFunc)]
+    return sorted(found, key=lambda item: item[0].name_hint)
+
+
+def _condition_of(node):
+    if isinstance(node, tvm.ir.expr.Call):
+        return node.args[0]
+    return node.condition
+
+
+def _is_condition_anchor(node) -> bool:
+    if isinstance(node, tvm.ir.expr.Call):
+        return isinstance(node.op, tvm.ir.Op) and node.op.name == _IF_THEN_ELSE
+    return True
+
+
+def _with_condition(node, cond):
+    if isinstance(node, tvm.ir.expr.Call):
+        return tvm.ir.expr.Call(node.op, [cond, *list(node.args)[1:]], node.attrs, node.ty_args,
+                                node.span, node.ty)
+    if isinstance(node, tirx.Select):
+        return tirx.Select(cond, node.true_value, node.false_value, node.span)
+    return tirx.IfThenElse(cond, node.then_case, node.else_case, node.span)
+
+
+def _anchor_kind(node) -> str:
+    if isinstance(node, tvm.ir.expr.Call):
+        return "if_then_else"
+    return "Select" if isinstance(node, tirx.Select) else "IfThenElse"
+
+
+def _nth_mapped(root, types, eligible: Callable, index: int, rewrite: Callable):
+    """``root`` with the ``index``-th eligible node of ``types`` (post-order) rewritten."""
+    seen = [0]
+    hit = [False]
+
+    def visit(node):
+        if not eligible(node):
+            return node
+        position = seen[0]
+        seen[0] += 1
+        if position != index:
+            return node
+        hit[0] = True
+        return rewrite(node)
+
+    out = tvm_ffi.structural_map(root, (types, visit))
+    if not hit[0]:
+        raise LookupError(f"site {index} not found ({seen[0]} candidates)")
+    return out
+
+
+def _collect(root, types, eligible: Callable = lambda n: True) -> list:
+    found: list = []
+    tvm_ffi.structural_walk(root, (types, lambda n: found.append(n) if eligible(n) else None))
+    return found
+
+
+# ---------------------------------------------------------------- context of each anchor
+
+class _FuncIndex:
+    """Post-order walk of one PrimFunc remembering the leaf block around each node."""
+
+    def __init__(self, func: tirx.PrimFunc, anchor_types, eligible: Callable):
+        events: list = []
+        tvm_ffi.structural_walk(func, ((*anchor_types, SBlock), events.append))
+        self.anchors: list = []
+        self.blocks_after: list = []  # enclosing leaf block of each anchor (next SBlock)
+        self.blocks_before: list = []  # last block inside each anchor (previous SBlock)
+        last_block = None
+        pending: list[int] = []
+        for node in events:
+            if isinstance(node, SBlock):
+                for i in pending:
+                    self.blocks_after[i] = node
+                pending = []
+                last_block = node
+            elif eligible(node):
+                self.anchors.append(node)
+                self.blocks_after.append(None)
+                self.blocks_before.append(last_block)
+                pending.append(len(self.anchors) - 1)
+
+
+# ---------------------------------------------------------------- the operator family
+
+class TirOperator(MutationOperator):
+    """Base of the TIR operators: sites are (PrimFunc, anchor, inner position)."""
+
+    level = "tir"
+    anchor_types: tuple = ()
+
+    def anchor_eligible(self, node) -> bool:
+        return True
+
+    def inner_sites(self, anchor) -> list[str]:
+        """Descriptions of the mutable positions inside one anchor (one entry: the anchor)."""
+        return [""]
+
+    def rewrite(self, anchor, inner: int):
+        raise NotImplementedError
+
+    def describe(self, func_name: str, index: _FuncIndex, position: int, inner_text: str) -> str:
+        raise NotImplementedError
+
+    # -- contract
+    def sites(self, mod: tvm.IRModule) -> list[Site]:
+        lowered = lower(mod)
+        out: list[Site] = []
+        for gv, func in prim_funcs(lowered):
+            index = _FuncIndex(func, self.anchor_types, self.anchor_eligible)
+            for position, anchor in enumerate(index.anchors):
+                for inner, text in enumerate(self.inner_sites(anchor)):
+                    out.append(Site(len(out), self.describe(gv.name_hint, index, position, text),
+                                    (gv.name_hint, position, inner)))
+        return out
+
+    def mutate_func(self, func: tirx.PrimFunc, site: Site) -> tirx.PrimFunc:
+        _, position, inner = site.key
+        return _nth_mapped(func, self.anchor_types, self.anchor_eligible, position,
+                           lambda node: self.rewrite(node, inner))
+
+    def apply(self, mod: tvm.IRModule, site: Site) -> tvm.IRModule:
+        lowered = lower(mod)
+        gv = lowered.get_global_var(site.key[0])
+        new_func = self.mutate_func(lowered[gv], site)
+        _verify(new_func)
+        return _replace(lowered, gv, new_func)
+
+    def mutate_lowered(self, lowered: tvm.IRModule, site: Site, memo: dict | None = None) -> TirMutation:
+        """The mutant of an already lowered module, judged on the replaced PrimFunc only.
+
+        ``memo`` (a dict that lives for one enumeration) keeps the module hash and the
+        simplified original PrimFuncs between calls. Never raises.
+        """
+        memo = {} if memo is None else memo
+        base_hash = memo.get("module_hash")
+        if base_hash is None:
+            base_hash = memo["module_hash"] = structural_hash_hex(lowered)
+        name = site.key[0]
+        try:
+            gv = lowered.get_global_var(name)
+            original = lowered[gv]
+            new_func = self.mutate_func(original, site)
+            _verify(new_func)
+        except Exception as err:  # a rewrite that fails or does not verify is non-viable
+            return TirMutation(None, "", NON_VIABLE, _reason(err))
+        digest = hash_text(f"{base_hash}:{name}:{tvm_ffi.structural_hash(new_func) & 0xFFFFFFFFFFFFFFFF:x}")
+        mutant = _replace(lowered, gv, new_func)
+        reason = self.equivalence(original, new_func, site, memo)
+        if reason:
+            return TirMutation(mutant, f"{digest:016x}", EQUIVALENT, reason)
+        return TirMutation(mutant, f"{digest:016x}", PENDING)
+
+    def equivalence(self, original, new_func, site: Site, memo: dict) -> str:
+        """Why the mutant cannot differ from the original ("" when that is not shown)."""
+        key = ("simplified", site.key[0])
+        try:
+            if key not in memo:
+                memo[key] = _simplify(original)
+            same = tvm_ffi.structural_equal(_simplify(new_func), memo[key])
+        except Exception:  # the simplifier may reject odd IR: nothing is claimed then
+            same = False
+        return f"PrimFunc {site.key[0]} simplifies to the original" if same else ""
+
+    def diff(self, original: tvm.IRModule, mutated: tvm.IRModule, site: Site) -> str:
+        """Diff of the replaced PrimFunc only (the rest of the module is unchanged)."""
+        name = site.key[0]
+        a = lower(original)[name].script().splitlines()
+        b = mutated[name].script().splitlines()
+        return "\n".join(difflib.unified_diff(a, b, f"original {name}", f"mutant {name}", n=3, lineterm=""))
+
+
+def _verify(func: tirx.PrimFunc) -> None:
+    tvm.s_tir.analysis.verify_well_formed(func, True)
+
+
+def _simplify(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    return tirx.transform.StmtSimplify()(tvm.IRModule({"f": func}))["f"]
+
+
+def _replace(lowered: tvm.IRModule, gv, new_func) -> tvm.IRModule:
+    out = tvm.IRModule(lowered.functions, lowered.attrs, lowered.global_infos)
+    out[gv] = new_func
+    return out
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+# ---------------------------------------------------------------- conditions
+
+class _ConditionOperator(TirOperator):
+    """Comparisons inside the condition of if_then_else, Select and IfThenElse."""
+
+    anchor_types = (tvm.ir.expr.Call, tirx.Select, tirx.IfThenElse)
+    source: tuple = _CMP_TYPES
+
+    def anchor_eligible(self, node) -> bool:
+        return _is_condition_anchor(node)
+
+    def comparison_eligible(self, cmp) -> bool:
+        return isinstance(cmp, self.source)
+
+    def _comparisons(self, anchor) -> list:
+        return _collect(_condition_of(anchor), _CMP_TYPES, self.comparison_eligible)
+
+    def inner_sites(self, anchor) -> list[str]:
+        return [_short(c) for c in self._comparisons(anchor)]
+
+    def rewrite_comparison(self, cmp):
+        raise NotImplementedError
+
+    def rewrite(self, anchor, inner: int):
+        cond = _nth_mapped(_condition_of(anchor), _CMP_TYPES, self.comparison_eligible, inner,
+                           self.rewrite_comparison)
+        return _with_condition(anchor, cond)
+
+    def describe(self, func_name, index, position, inner_text):
+        anchor = index.anchors[position]
+        block = index.blocks_after[position]
+        where = f"block {block.name_hint}" if block is not None else "function body"
+        return (f"{func_name} / {where}: `{inner_text}` in the condition of the "
+                f"{_ordinal(position + 1)} {_anchor_kind(anchor)}")
+
+
+class CompareSwap(_ConditionOperator):
+    """Replace one comparison kind with another (``a < b`` -> ``a <= b``)."""
+
+    def __init__(self, source, target):
+        self.source = source
+        self.target = target
+        self.name = f"tir_{_CMP_NAME[source]}_to_{_CMP_NAME[target]}"
+        self.doc = (f"In a TIR condition, replace `{_CMP_SYMBOL[source]}` with `{_CMP_SYMBOL[target]}`.")
+
+    def rewrite_comparison(self, cmp):
+        return self.target(cmp.a, cmp.b, cmp.span)
+
+
+class ThresholdShift(_ConditionOperator):
+    """Move the right-hand side of one comparison by a constant (``a < b`` -> ``a < b + 1``)."""
+
+    def __init__(self, delta: int):
+        self.delta = delta
+        sign = "plus" if delta > 0 else "minus"
+        self.name = f"tir_cond_rhs_{sign}{abs(delta)}"
+        self.doc = f"In a TIR condition, shift the right-hand side of a comparison by {delta:+d}."
+
+    def comparison_eligible(self, cmp) -> bool:
+        return _is_numeric(_dtype(cmp.b))
+
+    def rewrite_comparison(self, cmp):
+        dtype = _dtype(cmp.b)
+        rhs = tirx.Add(cmp.b, _one(dtype, self.delta)) if self.delta > 0 else tirx.Sub(cmp.b, _one(dtype, -self.delta))
+        return type(cmp)(cmp.a, rhs, cmp.span)
+
+
+# ---------------------------------------------------------------- stores
+
+class _StoreOperator(TirOperator):
+    anchor_types = (tirx.BufferStore,)
+
+    def anchor_eligible(self, node) -> bool:
+        return _is_numeric(str(node.buffer.ty.dtype))
+
+    def store_eligible(self, store) -> bool:
+        return True
+
+    def inner_sites(self, anchor) -> list[str]:
+        return [""] if self.store_eligible(anchor) else []
+
+    def new_value(self, store):
+        raise NotImplementedError
+
+    def rewrite(self, anchor, inner: int):
+        return tirx.BufferStore(anchor.buffer, self.new_value(anchor), anchor.indices, anchor.span)
+
+    def describe(self, func_name, index, position, inner_text):
+        store = index.anchors[position]
+        block = index.blocks_after[position]
+        role = "store"
+        if block is not None and block.init is not None and block.init.same_as(store):
+            role = "init store"
+        where = f"block {block.name_hint}" if block is not None else "function body"
+        return f"{func_name} / {where}: {role} to {_buffer_text(store.buffer)} ({_ordinal(position + 1)} store)"
+
+
+class StoreCast(_StoreOperator):
+    """Round the stored value through a narrower type and back."""
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+        self.name = f"tir_store_cast_{dtype}"
+        self.doc = f"At a TIR buffer store, cast the value to {dtype} and back to the buffer's type."
+
+    def store_eligible(self, store) -> bool:
+        return str(store.buffer.ty.dtype) != self.dtype
+
+    def new_value(self, store):
+        return tirx.Cast(str(store.buffer.ty.dtype), tirx.Cast(self.dtype, store.value))
+
+    def equivalence(self, original, new_func, site, memo) -> str:
+        # TVM's simplifier folds a constant cast to bfloat16 without rounding it (it
+        # claimed -FLT_MAX survives the round trip; it becomes -inf), so only a numeric
+        # round trip of a constant stored value is trusted here.
+        _, position, _ = site.key
+        store = _collect(original, self.anchor_types, self.anchor_eligible)[position]
+        value = store.value
+        if not isinstance(value, (tirx.IntImm, tirx.FloatImm)):
+            return ""
+        buffer_dtype = np.dtype(_numpy_dtype(str(store.buffer.ty.dtype)))
+        with np.errstate(all="ignore"):
+            exact = np.array(value.value, dtype=buffer_dtype)
+            back = exact.astype(_numpy_dtype(self.dtype)).astype(buffer_dtype)
+        if np.array_equal(exact, back):
+            return f"the stored constant {value.value!r} survives the round trip through {self.dtype}"
+        return ""
+
+
+class StoreArith(_StoreOperator):
+    """Add a constant to, subtract it from, or multiply it with the stored value."""
+
+    _OPS = {"add": (tirx.Add, "add {c} to"), "sub": (tirx.Sub, "subtract {c} from"),
+            "scale": (tirx.Mul, "multiply by {c}")}
+
+    def __init__(self, kind: str, constant: float):
+        self.kind = kind
+        self.constant = constant
+        text = f"{constant:g}"
+        self.name = f"tir_store_{kind}{text.replace('.', '_')}"
+        self.doc = f"At a TIR buffer store, {self._OPS[kind][1].format(c=text)} the stored value."
+
+    def new_value(self, store):
+        dtype = str(store.buffer.ty.dtype)
+        return self._OPS[self.kind][0](store.value, _one(dtype, self.constant))
+
+
+# ---------------------------------------------------------------- loops
+
+class _LoopOperator(TirOperator):
+    anchor_types = (tirx.For,)
+
+    def inner_sites(self, anchor) -> list[str]:
+        extent = anchor.extent
+        if isinstance(extent, tirx.IntImm) and extent.value < self.min_extent:
+            return []
+        return [""]
+
+    min_extent = 1
+
+    def describe(self, func_name, index, position, inner_text):
+        loop = index.anchors[position]
+        block = index.blocks_before[position]
+        inside = f" around block {block.name_hint}" if block is not None else ""
+        return (f"{func_name}: loop {loop.loop_var.name} in [{_short(loop.min)}, "
+                f"{_short(loop.min)} + {_short(loop.extent)}){inside} ({_ordinal(position + 1)} loop, post-order)")
+
+    def _for(self, loop, new_min, new_extent):
+        return tirx.For(loop.loop_var, new_min, new_extent, loop.kind, loop.body, loop.thread_binding,
+                        loop.annotations, loop.step, loop.span)
+
+
+def _minus_one(expr):
+    if isinstance(expr, tirx.IntImm):
+        return tirx.IntImm(_dtype(expr), expr.value - 1)
+    return tirx.Sub(expr, _one(_dtype(expr), 1))
+
+
+def _plus_one(expr):
+    if isinstance(expr, tirx.IntImm):
+        return tirx.IntImm(_dtype(expr), expr.value + 1)
+    return tirx.Add(expr, _one(_dtype(expr), 1))
+
+
+class LoopExtentMinus1(_LoopOperator):
+    name = "tir_loop_extent_minus1"
+    doc = "Shrink a TIR loop's extent by one (its last iteration is skipped)."
+
+    def rewrite(self, anchor, inner: int):
+        return self._for(anchor, anchor.min, _minus_one(anchor.extent))
+
+
+class LoopMinPlus1(_LoopOperator):
+    name = "tir_loop_min_plus1"
+    doc = "Start a TIR loop one iteration later, same end (its first iteration is skipped)."
+    # with extent 1 this equals tir_loop_extent_minus1: leave those loops to that operator
+    min_extent = 2
+
+    def rewrite(self, anchor, inner: int):
+        return self._for(anchor, _plus_one(anchor.min), _minus_one(anchor.extent))
+
+
+OPERATORS = (
+    CompareSwap(tirx.LT, tirx.LE),
+    CompareSwap(tirx.LE, tirx.LT),
+    CompareSwap(tirx.GT, tirx.GE),
+    CompareSwap(tirx.GE, tirx.GT),
+    CompareSwap(tirx.LT, tirx.GT),
+    CompareSwap(tirx.GT, tirx.LT),
+    CompareSwap(tirx.EQ, tirx.NE),
+    CompareSwap(tirx.NE, tirx.EQ),
+    ThresholdShift(+1),
+    ThresholdShift(-1),
+    StoreCast("float16"),
+    StoreCast("bfloat16"),
+    StoreCast("int8"),
+    StoreCast("int16"),
+    StoreCast("int32"),
+    StoreArith("add", 1),
+    StoreArith("sub", 1),
+    StoreArith("scale", 2),
+    LoopExtentMinus1(),
+    LoopMinPlus1(),
+)
