@@ -1,6 +1,7 @@
 """Screenshot a report with the system's Chromium.
 
-Usage: python -m reports.screenshot REPORT.html OUT.png [--width 1280] [--height 900] [--viewport]
+Usage: python -m reports.screenshot REPORT.html OUT.png [--width 1280] [--height 900]
+       [--viewport | --max-height 12000]
 """
 from __future__ import annotations
 
@@ -50,9 +51,11 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--viewport", action="store_true", help="only the first screen, not the full page")
+    parser.add_argument("--max-height", type=int, default=12000, help="cut a full-page shot at this many pixels")
     args = parser.parse_args(argv)
     try:
-        out = take_screenshot(args.report, args.out_png, args.width, args.height, not args.viewport)
+        out = take_screenshot(args.report, args.out_png, args.width, args.height, not args.viewport,
+                              args.max_height)
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
