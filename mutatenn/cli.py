@@ -104,11 +104,13 @@ def cmd_compare(args) -> int:
         if issubclass(w.category, UserWarning):
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_table(result.table))
-    for name, err in result.errors.items():
-        print(f"variant {name} failed: {err}", file=sys.stderr)
     print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv"
-          + ("" if args.no_report else f", report.html"))
-    return 0
+          + ("" if args.no_report else ", report.html"))
+    for name, err in result.errors.items():
+        print(f"mutatenn: error: variant {name}: {err}", file=sys.stderr)
+    if result.user_errors:
+        return 2
+    return 1 if result.errors else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .images import ImageSet, load_image_set, thumbnail_uri
 from .isolation import DONE, run_isolated
 from .loading import load_program
+from .runners import check_rpc_reachable
 from .outputs import prepare_out_dir, write_csv, write_json
 from .program import Program
 from .variants import Variant, parse_variant, parse_variant_list
@@ -31,6 +32,7 @@ class Comparison:
     per_image: pd.DataFrame
     pairwise: pd.DataFrame
     errors: dict[str, str]
+    user_errors: dict[str, str]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -91,6 +93,9 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     variants = [v for v in parse_variant_list(variants_text) if v.text != baseline.text]
     if not variants:
         raise UserError("--variants names no variant other than the baseline")
+    for v in [baseline] + variants:
+        if v.kind == "tvm" and v.target.device == "rpc":
+            check_rpc_reachable(v.target.rpc_host, v.target.rpc_port)
     images = load_image_set(images_spec)
     program = model if isinstance(model, Program) else load_program(model, pretrained, preset)
     out_dir = prepare_out_dir(Path(out_dir))
@@ -123,7 +128,8 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     write_json(out_dir / "run.json", meta)
     if render:
         render_report(out_dir)
-    return Comparison(out_dir, table, per_image, pairwise, errors)
+    user_errors = {name: r.error for name, r in results.items() if r.user_error}
+    return Comparison(out_dir, table, per_image, pairwise, errors, user_errors)
 
 
 def render_report(out_dir: Path) -> Path | None:

@@ -25,6 +25,7 @@ class VariantResult:
     output: RunOutput | None = None
     build_s: float = 0.0
     error: str = ""
+    user_error: bool = False  # the failure is the user's input (exit 2), not a crash
     log: str = field(default="", repr=False)
 
 
@@ -82,7 +83,7 @@ def run_variant_job(model: str, pretrained: str, preset: str | None, images: str
         batch = input_batch(program, cached_images(images))
         return run_variant(program, parse_variant(variant_text), batch)
     except UserError as err:
-        return VariantResult(variant_text, error=str(err))
+        return VariantResult(variant_text, error=str(err), user_error=True)
     except Exception as err:
         return VariantResult(variant_text, error=f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
                              log=traceback.format_exc()[-4000:])

@@ -1,0 +1,79 @@
+"""Import, build and per-image latency of one model on TVM (lowest and highest opt level),
+PyTorch eager and ONNX Runtime, in one run.
+
+    .venv/bin/python benchmarks/bench_foundation.py [--model torchvision:mobilenet_v2] [--images digits:32]
+
+Writes benchmarks/results/foundation.txt. Latency: one image per call after a warm-up;
+median and 10th-90th percentile over the images.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="torchvision:mobilenet_v2")
+    parser.add_argument("--images", default="digits:32")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "foundation.txt")
+    args = parser.parse_args()
+
+    from mutatenn.build import build_artifact
+    from mutatenn.execute import input_batch
+    from mutatenn.images import load_image_set
+    from mutatenn.loading import load_program
+    from mutatenn.runners import export_torch_to_onnx, run_onnxruntime, run_torch, run_tvm
+    from mutatenn.variants import parse_variant
+
+    rows = []
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = load_program(args.model)
+    import_s = time.perf_counter() - start
+    images = load_image_set(args.images)
+    batch = input_batch(program, images)
+    reference = None
+    for text in ["tvm:cpu:O0", "tvm:cpu:O3"]:
+        variant = parse_variant(text)
+        start = time.perf_counter()
+        executable = build_artifact(program.mod, variant.target, variant.options)
+        build_s = time.perf_counter() - start
+        out = run_tvm(executable, variant.target, batch)
+        rows.append((text, build_s, out))
+    out = run_torch(program.native, batch)
+    rows.append(("torch (eager)", 0.0, out))
+    reference = out.logits
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        path = export_torch_to_onnx(program.native, program.input.shape, Path(tmp) / "m.onnx")
+        export_s = time.perf_counter() - start
+        rows.append(("onnxruntime", export_s, run_onnxruntime(path, batch)))
+
+    lines = [f"# {args.model} on {len(images)} images ({args.images}); {platform.processor() or platform.machine()}, "
+             f"{__import__('os').cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}",
+             f"import into Relax (torch.export + from_exported_program): {import_s:.2f} s",
+             "",
+             f"{'variant':16s} {'build/export s':>14s} {'median ms/img':>14s} {'p10':>8s} {'p90':>8s} {'rel L2 vs torch':>16s}"]
+    for name, build_s, out in rows:
+        lat = out.latencies * 1e3
+        err = np.linalg.norm(out.logits - reference) / np.linalg.norm(reference)
+        lines.append(f"{name:16s} {build_s:14.2f} {np.median(lat):14.2f} {np.percentile(lat, 10):8.2f} "
+                     f"{np.percentile(lat, 90):8.2f} {err:16.2e}")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
