@@ -55,6 +55,8 @@ def _short(expr) -> str:
         return str(expr.value)
     if isinstance(expr, _CMP_TYPES):
         return f"{_short(expr.a)} {_CMP_SYMBOL[type(expr)]} {_short(expr.b)}"
+    if isinstance(expr, tvm.ir.expr.TensorLoad):
+        return f"{expr.buffer.name}[{', '.join(_short(i) for i in expr.indices)}]"
     if isinstance(expr, (tirx.Add, tirx.Sub, tirx.Mul)):
         sym = {tirx.Add: "+", tirx.Sub: "-", tirx.Mul: "*"}[type(expr)]
         return f"({_short(expr.a)} {sym} {_short(expr.b)})"
@@ -310,7 +312,7 @@ class _ConditionOperator(TirOperator):
         block = index.blocks_after[position]
         where = f"block {block.name_hint}" if block is not None else "function body"
         return (f"{func_name} / {where}: `{inner_text}` in the condition of the "
-                f"{_ordinal(position + 1)} {_anchor_kind(anchor)}")
+                f"{_ordinal(position + 1)} conditional ({_anchor_kind(anchor)})")
 
 
 class CompareSwap(_ConditionOperator):
