@@ -1,0 +1,262 @@
+"""TIR mutation operators on a tiny CNN and on a small module with every comparison kind.
+
+Mutants are built and run in a child process (this file run as a script): a mutated
+condition can read out of bounds and crash the process that runs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+import tvm_ffi
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
+
+from mutators import tir
+from mutators.base import EQUIVALENT, NON_VIABLE, PENDING, lower
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def tiny_module() -> tvm.IRModule:
+    import tvm.relax.frontend.torch  # noqa: F401  (registers the frontend)
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        exported = torch.export.export(model, (x,))
+    return tvm.relax.frontend.torch.from_exported_program(exported, keep_params_as_input=False)
+
+
+def compare_module() -> tvm.IRModule:
+    """One PrimFunc whose conditions use >, >=, == and != (the CNN has only < and <=)."""
+
+    @I.ir_module
+    class Compare:
+        @T.prim_func(private=True, s_tir=True)
+        def compare(x: T.Buffer((8,), "float32"), y: T.Buffer((8,), "float32")):
+            for i in range(8):
+                with T.sblock("y"):
+                    vi = T.axis.spatial(8, i)
+                    y[vi] = (T.Select(T.GT(x[vi], T.float32(0.5)), T.float32(1), T.float32(0))
+                             + T.Select(T.GE(x[vi], T.float32(0.25)), T.float32(2), T.float32(0))
+                             + T.if_then_else(vi == 3, T.float32(4), T.float32(0))
+                             + T.if_then_else(vi != 5, T.float32(8), T.float32(0)))
+
+        @R.function
+        def main(x: R.Tensor((8,), "float32")) -> R.Tensor((8,), "float32"):
+            cls = Compare
+            with R.dataflow():
+                y = R.call_tir(cls.compare, (x,), out_ty=R.Tensor((8,), "float32"))
+                R.output(y)
+            return y
+
+    return Compare
+
+
+MODULES = {"tiny": tiny_module, "compare": compare_module}
+
+
+def module_input(name: str) -> np.ndarray:
+    if name == "tiny":
+        return np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    # values on the thresholds, so that every swap and shift changes some output
+    return np.array([0.0, 0.25, 0.5, 0.75, 1.0, 0.25, 0.5, 0.125], dtype="float32")
+
+
+def build_and_run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})
+    executable = tvm.compile(mod, target=target,
+                             relax_pipeline=tvm.relax.backend.cpu_generic.get_default_pipeline(target))
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x))
+    if not hasattr(out, "numpy"):
+        out = out[0]
+    return out.numpy()
+
+
+def operator(name: str) -> tir.TirOperator:
+    return next(op for op in tir.OPERATORS if op.name == name)
+
+
+# ---------------------------------------------------------------- the child process
+
+def child_main(request: dict) -> None:
+    """Build and run the requested mutants, one JSON line each, flushed as it goes."""
+    mod = MODULES[request["module"]]()
+    x = module_input(request["module"])
+    lowered = lower(mod)
+    reference = build_and_run(mod, x)
+    for name, index in request["mutants"]:
+        op = operator(name)
+        result = op.mutate_lowered(lowered, op.sites(mod)[index])
+        line = {"op": name, "site": index, "status": result.status, "reason": result.reason}
+        if result.status == PENDING:
+            out = build_and_run(result.mod, x)
+            line["changed"] = not np.array_equal(out, reference, equal_nan=True)
+        print(json.dumps(line), flush=True)
+
+
+def run_in_children(module: str, mutants: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """Results per mutant; one that kills its child is recorded as crashed."""
+    results: dict[tuple[str, int], dict] = {}
+    todo = list(mutants)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    while todo:
+        request = json.dumps({"module": module, "mutants": todo})
+        proc = subprocess.run([sys.executable, __file__, request], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        for line in proc.stdout.splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                results[(item["op"], item["site"])] = item
+        todo = [m for m in todo if m not in results]
+        if todo:
+            assert proc.returncode != 0, proc.stderr[-2000:]
+            results[todo[0]] = {"status": "crashed", "returncode": proc.returncode}
+            todo = todo[1:]
+    return results
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.fixture(scope="module")
+def modules():
+    return {name: make() for name, make in MODULES.items()}
+
+
+def test_operator_contract():
+    names = [op.name for op in tir.OPERATORS]
+    assert len(names) == len(set(names))
+    for op in tir.OPERATORS:
+        assert re.fullmatch(r"tir_[a-z0-9_]+", op.name)
+        assert op.level == "tir"
+        assert op.doc and "\n" not in op.doc
+
+
+def test_site_counts_on_tiny_cnn(modules):
+    counts = {op.name: len(op.sites(modules["tiny"])) for op in tir.OPERATORS}
+    # conv2d padding: 1 <= h, h < 9, 1 <= w, w < 9; 14 numeric stores; 42 loops (30 longer than 1)
+    assert counts["tir_lt_to_le"] == counts["tir_le_to_lt"] == counts["tir_lt_to_gt"] == 2
+    assert counts["tir_cond_rhs_plus1"] == counts["tir_cond_rhs_minus1"] == 4
+    assert counts["tir_gt_to_ge"] == counts["tir_eq_to_ne"] == 0
+    assert all(counts[f"tir_store_cast_{d}"] == 14 for d in ("float16", "bfloat16", "int8", "int16", "int32"))
+    assert counts["tir_store_add1"] == counts["tir_store_sub1"] == counts["tir_store_scale2"] == 14
+    assert counts["tir_loop_extent_minus1"] == 42
+    assert counts["tir_loop_min_plus1"] == 30
+    assert all(counts[f"tir_{a}_to_{b}"] == 1 for a, b in
+               [("gt", "ge"), ("ge", "gt"), ("gt", "lt"), ("eq", "ne"), ("ne", "eq")]
+               for counts in [{op.name: len(op.sites(modules["compare"])) for op in tir.OPERATORS}])
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+def test_every_site_mutates_exactly_its_primfunc(modules, module):
+    mod = modules[module]
+    before = tvm_ffi.structural_hash(mod)
+    lowered = lower(mod)
+    memo: dict = {}
+    hashes = set()
+    for op in tir.OPERATORS:
+        sites = op.sites(mod)
+        again = op.sites(mod)
+        assert [(s.index, s.description, s.key) for s in sites] == [(s.index, s.description, s.key) for s in again]
+        for site in sites:
+            assert site.key[0] in site.description
+            result = op.mutate_lowered(lowered, site, memo)
+            assert result.status in (PENDING, EQUIVALENT, NON_VIABLE)
+            if result.status == NON_VIABLE:
+                assert result.reason and result.mod is None
+                continue
+            name = site.key[0]
+            assert not tvm_ffi.structural_equal(result.mod[name], lowered[name]), site.description
+            others = [gv.name_hint for gv in lowered.get_global_vars() if gv.name_hint != name]
+            assert all(result.mod[o].same_as(lowered[o]) for o in others)
+            if result.status == EQUIVALENT:
+                assert result.reason
+            assert result.hash not in hashes
+            hashes.add(result.hash)
+    assert tvm_ffi.structural_hash(mod) == before
+
+
+def test_apply_agrees_with_the_fast_path(modules):
+    mod = modules["tiny"]
+    lowered = lower(mod)
+    before = tvm_ffi.structural_hash(mod)
+    for op in tir.OPERATORS:
+        sites = op.sites(mod)
+        if not sites:
+            continue
+        site = sites[len(sites) // 2]
+        mutated = op.apply(mod, site)
+        assert tvm_ffi.structural_equal(mutated, op.mutate_lowered(lowered, site).mod)
+        assert "+++ mutant" in op.diff(mod, mutated, site)
+    assert tvm_ffi.structural_hash(mod) == before
+
+
+def test_equivalence_is_claimed_only_when_shown(modules):
+    mod = modules["tiny"]
+    lowered = lower(mod)
+    scale = operator("tir_store_scale2")
+    init = next(s for s in scale.sites(mod) if "conv2d_nchw: init store" in s.description)
+    result = scale.mutate_lowered(lowered, init)
+    assert result.status == EQUIVALENT and "simplifies" in result.reason  # 0 * 2 == 0
+    # the simplifier folds the bfloat16 round trip of -FLT_MAX to itself; it is -inf
+    bf16 = operator("tir_store_cast_bfloat16")
+    pool_init = next(s for s in bf16.sites(mod) if "pool_max: init store" in s.description)
+    assert bf16.mutate_lowered(lowered, pool_init).status == PENDING
+
+
+def _first_pending(mod, op) -> int | None:
+    lowered = lower(mod)
+    for site in op.sites(mod):
+        if op.mutate_lowered(lowered, site).status == PENDING:
+            return site.index
+    return None
+
+
+def test_mutants_build_run_and_change_the_output(modules):
+    chosen: dict[str, list[tuple[str, int]]] = {"tiny": [], "compare": []}
+    for op in tir.OPERATORS:
+        module = "tiny" if op.sites(modules["tiny"]) else "compare"
+        index = _first_pending(modules[module], op)
+        assert index is not None, op.name
+        chosen[module].append((op.name, index))
+    # threshold shifts and swaps of the comparison kinds the CNN lacks also run on "compare"
+    for op in tir.OPERATORS:
+        if op.name.startswith("tir_cond_rhs"):
+            chosen["compare"].append((op.name, 0))
+    for module, mutants in chosen.items():
+        results = run_in_children(module, mutants)
+        for key in mutants:
+            item = results[key]
+            if item["status"] == "crashed":
+                # only a mutated condition may read outside its buffers
+                assert key[0] in {op.name for op in tir.OPERATORS if isinstance(op, tir._ConditionOperator)}
+                continue
+            assert item["status"] == PENDING, item
+            assert item["changed"], (module, key)
+
+
+if __name__ == "__main__":
+    child_main(json.loads(sys.argv[1]))
