@@ -56,6 +56,7 @@ class _Reference:
     def __init__(self, mod: tvm.IRModule):
         self.mod = mod
         self._lowered = None
+        self.memo: dict = {}  # per-enumeration cache an operator may use (module hash, ...)
 
     @property
     def lowered(self) -> tvm.IRModule:
@@ -72,10 +73,19 @@ def _build_mutant(ref: _Reference, op: MutationOperator, site: Site, with_diff: 
         m.build_options = op.build_options(site)
         m.hash = structural_hash_hex(ref.lowered, json.dumps(m.build_options, sort_keys=True))
         return m
+    fast = getattr(op, "mutate_lowered", None)
+    if fast is not None:
+        # Operators on the lowered module judge hash and equivalence on what they changed.
+        result = fast(ref.lowered, site, ref.memo)
+        m.mod, m.hash, m.status, m.reason = result.mod, result.hash, result.status, result.reason
+        if with_diff and result.mod is not None:
+            m.diff_text = op.diff(ref.lowered, result.mod, site)
+        return m
     try:
         mutated = op.apply(ref.mod, site)
         mutated_lowered = lower(mutated)
-        if not tvm.relax.analysis.well_formed(mutated_lowered):
+        # well_formed raises on some ill-formed modules and returns False on others.
+        if tvm.relax.analysis.well_formed(mutated_lowered) is False:
             raise ValueError("mutated module is not well-formed")
     except Exception as err:  # any failure of the rewrite makes the mutant non-viable
         m.status = NON_VIABLE
@@ -99,7 +109,7 @@ def enumerate_mutants(mod: tvm.IRModule, operators: Iterable[str] | None = None,
     ref = _Reference(mod)
     out: list[Mutant] = []
     for op in select_operators(operators, levels):
-        for site in selection.pick(op.sites(mod)):
+        for site in selection.pick(_sites(op, ref)):
             out.append(_build_mutant(ref, op, site, with_diff))
     return out
 
@@ -107,7 +117,13 @@ def enumerate_mutants(mod: tvm.IRModule, operators: Iterable[str] | None = None,
 def make_mutant(mod: tvm.IRModule, operator: str, site_index: int, with_diff: bool = True) -> Mutant:
     """Rebuild one mutant by operator name and site index (what worker processes do)."""
     op = operator_by_name(operator)
-    sites = [s for s in op.sites(mod) if s.index == site_index]
+    ref = _Reference(mod)
+    sites = [s for s in _sites(op, ref) if s.index == site_index]
     if not sites:
         raise KeyError(f"operator {operator!r} has no site {site_index} in this program")
-    return _build_mutant(_Reference(mod), op, sites[0], with_diff)
+    return _build_mutant(ref, op, sites[0], with_diff)
+
+
+def _sites(op: MutationOperator, ref: _Reference) -> list[Site]:
+    # Lowering an already lowered module is nearly free; TIR operators get the shared copy.
+    return op.sites(ref.lowered if op.level == "tir" else ref.mod)
