@@ -1,0 +1,78 @@
+"""Kill criteria: when a mutant's comparison values count as 'killed'.
+
+A criterion names one catalogue operator and a threshold. Its comparison follows the
+operator's direction: a higher-is-closer operator kills below the threshold
+("kendall_tau < 0.9"), a lower-is-closer one above it ("rel_l2 > 1e-3").
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from operators.catalogue import CATALOGUE, HIGHER_IS_CLOSER
+
+_CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<cmp>[^\sA-Za-z0-9_.+-]+)\s*(?P<thr>\S.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class KillCriterion:
+    """Kill when `operator`'s value is on the far side of `threshold` (or not finite)."""
+
+    operator: str
+    threshold: float
+
+    def __post_init__(self):
+        if self.operator not in CATALOGUE:
+            raise ValueError(f"unknown operator {self.operator!r}; known: {', '.join(CATALOGUE)}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
+        object.__setattr__(self, "threshold", float(self.threshold))
+
+    @property
+    def comparison(self) -> str:
+        """'<' for higher-is-closer operators, '>' for lower-is-closer ones."""
+        return "<" if CATALOGUE[self.operator].direction == HIGHER_IS_CLOSER else ">"
+
+    def is_killed(self, values) -> bool:
+        """Whether `values` (operator name -> value) meets this criterion."""
+        if self.operator not in values:
+            raise ValueError(f"kill criterion needs {self.operator!r}, which the values lack")
+        value = float(values[self.operator])
+        # a NaN/inf summary means an output went non-finite: never a survival
+        if not math.isfinite(value):
+            return True
+        return value < self.threshold if self.comparison == "<" else value > self.threshold
+
+    def __str__(self) -> str:
+        return f"{self.operator} {self.comparison} {self.threshold:g}"
+
+
+def parse_criterion(text: str) -> KillCriterion:
+    """Parse 'OPERATOR < THRESHOLD' or 'OPERATOR > THRESHOLD' (the side the operator's direction implies)."""
+    if not isinstance(text, str):
+        raise ValueError(f"kill criterion must be text, got {type(text).__name__}")
+    m = _CRITERION.match(text)
+    if not m:
+        raise ValueError(f"cannot read kill criterion {text!r}; expected e.g. 'top1_agreement < 1.0'")
+    op, cmp, thr = m.group("op"), m.group("cmp"), m.group("thr")
+    if op not in CATALOGUE:
+        raise ValueError(f"unknown operator {op!r} in kill criterion {text!r}; known: {', '.join(CATALOGUE)}")
+    direction = CATALOGUE[op].direction
+    expected = "<" if direction == HIGHER_IS_CLOSER else ">"
+    if cmp not in ("<", ">"):
+        raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}; use {expected!r} for {op}")
+    if cmp != expected:
+        raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}: {op} is {direction}, "
+                         f"so a mutant is killed when it is {expected} the threshold")
+    try:
+        threshold = float(thr)
+    except ValueError:
+        raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; expected a number") from None
+    if not math.isfinite(threshold):
+        raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; it must be finite")
+    return KillCriterion(op, threshold)
+
+
+DEFAULT_CRITERION = KillCriterion("top1_agreement", 1.0)
