@@ -27,7 +27,7 @@ def test_compare_writes_tables_and_prints_a_readable_table(tmp_path):
     assert (table["rel_l2"] < 1e-5).all()
     assert (table["accuracy"] >= 0.9).all()
     assert (table["latency_ms_median"] > 0).all()
-    per_image = pd.read_csv(out / "per_image.csv")
+    per_image = pd.read_csv(out / "per_image.csv", dtype={"top1": str, "label": str})
     assert len(per_image) == 30 * 4 and per_image["agrees_with_baseline"].all()
     top5 = json.loads(per_image.loc[0, "top5"])
     assert len(top5) == 5 and top5[0][0] == per_image.loc[0, "top1"]
