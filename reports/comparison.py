@@ -19,6 +19,7 @@ class ComparisonCaps:
 
 _SIMILARITY = {"top1_agreement", "topk_overlap", "rbo", "cosine"}
 _DISTANCE = {"max_abs_error", "rel_l2"}
+DISTANCE_ALIKE, DISTANCE_DIFFERS = 1e-6, 1e-1
 METRIC_HELP = {
     "top1_agreement": "share of images with the same top-1 label (1 = identical)",
     "topk_overlap": "overlap of the top-k label sets (1 = identical)",
@@ -48,7 +49,13 @@ def _goodness(metric: str, value: float | None, worst: float) -> float | None:
     if metric == "kendall_tau":
         return (value + 1) / 2
     if metric in _DISTANCE:
-        return 1.0 if worst <= 0 else 1.0 - value / worst
+        # Absolute log scale: float32 rounding noise (<= 1e-6) is "alike", >= 0.1 "differs".
+        if not math.isfinite(value):
+            return 0.0
+        if value <= DISTANCE_ALIKE:
+            return 1.0
+        span = math.log10(DISTANCE_DIFFERS) - math.log10(DISTANCE_ALIKE)
+        return max(0.0, 1.0 - (math.log10(value) - math.log10(DISTANCE_ALIKE)) / span)
     if metric == "latency_ratio":
         return 1.0 - min(1.0, abs(math.log2(value))) if value > 0 else 0.0
     return None
