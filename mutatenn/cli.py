@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own worker process")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
+    p = sub.add_parser("run", help="run a mutation campaign described by a TOML config (see examples/)")
+    p.add_argument("config", type=Path, help="campaign config (TOML)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/campaign-TIMESTAMP); an interrupted run resumes in its folder")
+    p.add_argument("--jobs", type=int, default=None, help="jobs at once, each in its own worker process "
+                   "(default: the config's run.jobs, else 1)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run the jobs on an existing Dask cluster instead of local worker processes")
+    p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
+                   help="exit 3 when any stack's mutation score (percent) is below SCORE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+
+    p = sub.add_parser("report", help="(re)render report.html of a run folder")
+    p.add_argument("run_dir", type=Path, help="a campaign or comparison run folder")
+
     p = sub.add_parser("demo", help="the bundled digits CNN across several deployment stacks")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo-TIMESTAMP)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
@@ -72,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "compare":
         return cmd_compare(args)
+    if args.command == "run":
+        from .campaign_cli import cmd_run
+
+        return cmd_run(args)
+    if args.command == "report":
+        from .campaign_cli import cmd_report
+
+        return cmd_report(args)
     if args.command == "demo":
         from .demo import run_demo
 

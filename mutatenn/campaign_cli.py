@@ -1,0 +1,62 @@
+"""`mutatenn run CONFIG.toml` and `mutatenn report RUN_DIR`."""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+FAIL_UNDER_EXIT = 3
+
+
+def default_run_dir(prefix: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{prefix}-{stamp}"
+
+
+def cmd_run(args) -> int:
+    from .campaign import format_scores, run_campaign, stacks_below
+    from .config import load_config
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    if args.fail_under is not None and not 0 <= args.fail_under <= 100:
+        raise UserError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
+    config = load_config(args.config)
+    out = args.out or default_run_dir("campaign")
+    result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
+                          render=not args.no_report)
+    return finish(result, args.fail_under)
+
+
+def finish(result, fail_under: float | None) -> int:
+    """Print the scores and the folder; the exit status the gate asks for."""
+    from .campaign import format_scores, stacks_below
+
+    print(format_scores(result.scores))
+    print(f"\noutputs: {result.out_dir.resolve()}")
+    if result.report is not None:
+        print(f"report:  {Path(result.report).resolve()}")
+    elif result.report_error:
+        print(f"mutatenn: warning: report.html not written: {result.report_error}", file=sys.stderr)
+    if fail_under is not None:
+        below = stacks_below(result.scores, fail_under)
+        for stack, score in below:
+            print(f"mutatenn: mutation score on stack {stack!r} is {score:.1f}%, below --fail-under {fail_under:g}%",
+                  file=sys.stderr)
+        if below:
+            return FAIL_UNDER_EXIT
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .campaign import render_run_report
+
+    if not (Path(args.run_dir) / "run.json").is_file():
+        raise UserError(f"{str(args.run_dir)!r} is not a run folder (run.json missing)")
+    path, error = render_run_report(Path(args.run_dir))
+    if path is None:
+        raise UserError(f"cannot render the report of {str(args.run_dir)!r}: {error}")
+    print(f"report: {Path(path).resolve()}")
+    return 0

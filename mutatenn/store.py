@@ -1,0 +1,120 @@
+"""The campaign's result store: one SQLite file in the run folder, committed per job.
+
+Tables: ``meta`` (config and run facts), ``artifacts`` (one row per built-and-run
+artifact: status, timings, where its outputs are), ``mutants`` and ``verdicts`` (one row
+per mutant × stack, with every comparison operator's value and the flipped images).
+A campaign interrupted at any point resumes from it: finished artifacts are not run again.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from .errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT PRIMARY KEY, stack TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    log_tail TEXT NOT NULL DEFAULT '', build_s REAL, run_s REAL, outputs TEXT, finished TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mutants (
+    id TEXT PRIMARY KEY, ordinal INTEGER NOT NULL, operator TEXT NOT NULL, level TEXT NOT NULL,
+    site_index INTEGER NOT NULL, site TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+    hash TEXT NOT NULL, build_options TEXT NOT NULL, diff TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    mutant_id TEXT NOT NULL, stack TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL,
+    artifact TEXT, "values" TEXT NOT NULL, flipped INTEGER, flipped_images TEXT NOT NULL,
+    build_s REAL, run_s REAL, log_tail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (mutant_id, stack)
+);
+"""
+
+
+class ResultStore:
+    """A thin layer over sqlite3; every write is its own committed transaction."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise UserError(f"cannot open the result store {str(self.path)!r}: {err}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --------------------------------------------------------------- meta
+    def get_meta(self, key: str):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # --------------------------------------------------------------- artifacts
+    def finished_artifacts(self) -> dict[str, dict]:
+        rows = self.db.execute("SELECT key, stack, status, reason, log_tail, build_s, run_s, outputs FROM artifacts")
+        names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs")
+        return {r[0]: dict(zip(names, r)) for r in rows}
+
+    def record_artifact(self, key: str, stack: str, status: str, reason: str, log_tail: str,
+                        build_s: float | None, run_s: float | None, outputs: str | None, verdict_rows: list[dict],
+                        finished: str) -> None:
+        """One finished job and the verdicts it settles, in one transaction."""
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (key, stack, status, reason, log_tail, build_s, run_s, outputs, finished))
+            self._insert_verdicts(verdict_rows)
+
+    # --------------------------------------------------------------- mutants and verdicts
+    def record_mutants(self, mutants: list[dict]) -> None:
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO mutants VALUES (:id, :ordinal, :operator, :level, :site_index, :site, "
+                ":status, :reason, :hash, :build_options, :diff)", mutants)
+
+    def record_verdicts(self, rows: list[dict]) -> None:
+        with self._transaction():
+            self._insert_verdicts(rows)
+
+    def _insert_verdicts(self, rows: list[dict]) -> None:
+        self.db.executemany(
+            'INSERT OR REPLACE INTO verdicts VALUES (:mutant_id, :stack, :verdict, :reason, :artifact, '
+            ':values, :flipped, :flipped_images, :build_s, :run_s, :log_tail)',
+            [{**r, "values": json.dumps(r.get("values", {})), "flipped_images": json.dumps(r.get("flipped_images", []))}
+             for r in rows])
+
+    def mutants(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM mutants ORDER BY ordinal")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def verdicts(self) -> list[dict]:
+        cur = self.db.execute('SELECT * FROM verdicts')
+        names = [d[0] for d in cur.description]
+        out = []
+        for r in cur:
+            row = dict(zip(names, r))
+            row["values"] = json.loads(row["values"])
+            row["flipped_images"] = json.loads(row["flipped_images"])
+            out.append(row)
+        return out
+
+    def _transaction(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store.db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind, *_):
+                store.db.execute("COMMIT" if kind is None else "ROLLBACK")
+                return False
+
+        return _Tx()
