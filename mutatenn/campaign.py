@@ -58,7 +58,7 @@ class Artifact:
     program_hash: str
     operator: str = ""  # empty: the original program
     site: int = 0
-    mutants: list[str] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (mutant id, stack name) it settles
 
 
 @dataclass
@@ -132,7 +132,7 @@ def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
                 key = need(original_hash, stack, options)
             else:
                 key = need(m.hash, stack, stack.options, m.operator, m.site_index)
-            artifacts[key].mutants.append(m.id)
+            artifacts[key].pairs.append((m.id, stack.name))
             pairs[(m.id, stack.name)] = key
     return Plan(mutants, originals, artifacts, pairs, fixed)
 
@@ -146,7 +146,7 @@ def _job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> dict:
     fault = ""
     for kind in ("segfault", "hang", "raise"):
         wanted = config.faults.get(kind, set())
-        if any(mid in wanted or f"{mid}@{artifact.stack.name}" in wanted for mid in artifact.mutants):
+        if any(mid in wanted or f"{mid}@{stack}" in wanted for mid, stack in artifact.pairs):
             fault = kind
     options = artifact.options
     return {
@@ -234,9 +234,6 @@ class _Runner:
         self.config, self.plan, self.store, self.out_dir = config, plan, store, out_dir
         self.workers, self.client, self.quiet = workers, client, quiet
         self.finished = store.finished_artifacts()
-        self.by_artifact: dict[str, list[tuple[str, str]]] = {}
-        for pair, key in plan.pairs.items():
-            self.by_artifact.setdefault(key, []).append(pair)
         self.counts = {v: 0 for v in VERDICTS}
         self.outputs_cache: dict[str, dict] = {}
 
@@ -297,7 +294,7 @@ class _Runner:
             # Not stored: the campaign stops, and a rerun tries the original again.
             self.finished[key] = info
             return
-        rows = [] if original else [self._judge(pair, info) for pair in self.by_artifact.get(key, [])]
+        rows = [] if original else [self._judge(pair, info) for pair in artifact.pairs]
         self.store.record_artifact(key, info["stack"], info["status"], info["reason"], info["log_tail"],
                                    info["build_s"], info["run_s"], info["outputs"], rows, _now())
         self.finished[key] = info

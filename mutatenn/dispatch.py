@@ -40,7 +40,19 @@ def _settle(status: str, value, reason: str, log_path: str) -> tuple[str, Any, s
         return CRASHED, None, value["error"], value.get("log_tail", "")
     if status == DONE:
         return status, value, reason, ""
-    return status, None, reason, log_tail(log_path) if log_path else ""
+    tail = log_tail(log_path) if log_path else ""
+    return status, None, _crash_reason(reason, tail), tail
+
+
+def _crash_reason(reason: str, tail: str) -> str:
+    """The worker's own last words ('Fatal Python error: Segmentation fault') say more than the pool's."""
+    if not reason.startswith("worker process died"):
+        return reason
+    fatal = [line.split(":", 1)[1].strip() for line in tail.splitlines() if line.startswith("Fatal Python error:")]
+    if not fatal and "Segfault encountered" in tail:  # TVM's own SIGSEGV handler, when it was installed last
+        fatal = ["Segmentation fault"]
+    cause = fatal[-1] if fatal else "segfault, abort or out-of-memory kill"
+    return f"worker process died: {cause}"
 
 
 def run_local(jobs: list[dict], workers: int, timeout: float) -> Iterator[JobResult]:
@@ -73,6 +85,7 @@ def connect(address: str):
         from distributed import Client
     except ImportError:
         raise UserError("--scheduler needs the 'distributed' package (pip install 'dask[distributed]')") from None
+    _probe(address)
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as err:
@@ -84,6 +97,27 @@ def connect(address: str):
     return client
 
 
+def _probe(address: str) -> None:
+    """Fail fast on a refused TCP address instead of waiting for the client's timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return
+    parts = urlsplit(address)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UserError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot reach the Dask scheduler at {address}: {err.strerror or err}") from None
+
+
 def run_dask(client, jobs: list[dict], timeout: float) -> Iterator[JobResult]:
     """Jobs as futures on the cluster; each worker isolates its job as `isolated_on_worker` says."""
     from distributed import as_completed
@@ -92,7 +126,7 @@ def run_dask(client, jobs: list[dict], timeout: float) -> Iterator[JobResult]:
     futures = {client.submit(isolated_on_worker, job, timeout, key=f"mutatenn-{job['key']}-{i}", pure=False): i
                for i, job in enumerate(remote_jobs)}
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             index = futures[future]
             try:
                 status, value, reason, tail = future.result()
