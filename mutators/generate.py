@@ -73,6 +73,14 @@ def _build_mutant(ref: _Reference, op: MutationOperator, site: Site, with_diff: 
         m.build_options = op.build_options(site)
         m.hash = structural_hash_hex(ref.lowered, json.dumps(m.build_options, sort_keys=True))
         return m
+    relax_fast = getattr(op, "mutate_relax", None)
+    if relax_fast is not None:
+        # Graph and weight operators judge status and hash on the Relax module (no lowering).
+        result = relax_fast(ref.mod, site, ref.memo)
+        m.mod, m.hash, m.status, m.reason = result.mod, result.hash, result.status, result.reason
+        if with_diff and result.mod is not None:
+            m.diff_text = op.diff(ref.mod, result.mod, site)
+        return m
     fast = getattr(op, "mutate_lowered", None)
     if fast is not None:
         # Operators on the lowered module judge hash and equivalence on what they changed.
