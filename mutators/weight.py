@@ -197,7 +197,12 @@ class ShuffleWeight(WeightOperator):
 
     def new_array(self, old, site):
         flat = old.reshape(-1)
-        return flat[_rng(self.name, site.index).permutation(flat.size)].reshape(old.shape)
+        rng = _rng(self.name, site.index)
+        order = rng.permutation(flat.size)
+        # Small tensors often draw the identity (1 in 24 for four values): draw again.
+        while flat.size > 1 and np.array_equal(order, np.arange(flat.size)):
+            order = rng.permutation(flat.size)
+        return flat[order].reshape(old.shape)
 
 
 class DropPrecision(WeightOperator):
