@@ -441,7 +441,9 @@ def per_image_table(verdicts: pd.DataFrame, store: ResultStore, plan: Plan, out_
         if key not in loaded:
             with np.load(out_dir / "outputs" / f"{key}.npz") as data:
                 logits = data["logits"]
-            probs = softmax(logits)
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # an all-NaN row of a broken mutant is expected here
+                probs = softmax(logits)
             order = np.argsort(-np.nan_to_num(logits, nan=-np.inf), axis=1, kind="stable")[:, :5]
             loaded[key] = (probs, order)
         return loaded[key]

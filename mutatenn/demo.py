@@ -1,25 +1,38 @@
-"""`mutatenn demo`: the bundled digits CNN, compared across deployment stacks."""
+"""`mutatenn demo`: a mutation campaign on the bundled digits CNN across three CPU stacks."""
 from __future__ import annotations
 
-import datetime as dt
+import time
 from pathlib import Path
 
-from .compare import compare, format_table
+from .campaign_cli import default_run_dir, finish
 
-DEMO_VARIANTS = "tvm:cpu:O0,tvm:cpu:O2,tvm:cpu-generic:O2,tvm:cpu:O3,onnxruntime"
-
-
-def default_run_dir(prefix: str) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{prefix}-{stamp}"
+# One sampled site per operator keeps the demo to a few minutes on two cores while
+# touching every level: graph rewrites, weight perturbations, TensorIR edits, pass options.
+DEMO_CONFIG = {
+    "model": {"spec": "digits"},
+    "images": {"spec": "digits:150"},
+    "mutants": {"levels": ["graph", "weight", "tir", "pass"], "select": {"sample": 1, "seed": 2024}},
+    "stacks": [
+        {"name": "cpu-O0", "target": "cpu", "opt_level": 0},
+        {"name": "cpu-O2", "target": "cpu", "opt_level": 2},
+        {"name": "generic-O3", "target": "cpu-generic", "opt_level": 3},
+    ],
+    "kill": {"criterion": "top1_agreement < 1.0"},
+    "run": {"timeout": 300, "per_image_cap": 20},
+}
 
 
 def run_demo(out: Path | None, jobs: int) -> int:
+    from .campaign import run_campaign
+    from .config import parse_config
+
     out = out or default_run_dir("demo")
-    print("MutateNN demo: the bundled digits CNN on its 450 held-out digits,")
-    print("deployed as PyTorch eager (baseline), TVM on several CPU stacks, and ONNX Runtime.\n")
-    result = compare("digits", "digits", DEMO_VARIANTS, "torch", out, jobs=jobs)
-    print(format_table(result.table))
-    print(f"\noutputs: {out.resolve()}")
-    print(f"report:  {(out / 'report.html').resolve()}")
-    return 0
+    print("MutateNN demo: the bundled digits CNN (8x8 digits, 150 held-out images),")
+    print("one sampled mutant per operator (graph, weight, TIR, pass), built for three CPU stacks")
+    print("(host CPU at O0 and O2, generic x86-64 at O3); killed = a top-1 label changed.\n")
+    config = parse_config(DEMO_CONFIG, source="mutatenn demo")
+    start = time.perf_counter()
+    result = run_campaign(config, out, jobs=jobs)
+    code = finish(result, None)
+    print(f"time:    {time.perf_counter() - start:.0f} s")
+    return code
