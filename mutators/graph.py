@@ -39,6 +39,10 @@ def _kind(op_name: str) -> str:
     return op_name.rsplit(".", 1)[-1] if op_name not in _ACTIVATIONS else _ACTIVATIONS[op_name]
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _is_tensor(ty) -> bool:
     return isinstance(ty, relax.TensorType) and ty.shape is not None
 
@@ -300,7 +304,7 @@ class ReplaceOp(GraphOperator):
 
     def __init__(self, src: str, dst: str):
         super().__init__(f"replace_{_kind(src)}_with_{_kind(dst)}",
-                         f"Replace a {_kind(src)} op by {_kind(dst)} (same inputs and attributes).")
+                         f"Replace {_article(_kind(src))} {_kind(src)} op by {_kind(dst)} (same inputs and attributes).")
         self.src, self.dst = src, dst
 
     def layer_sites(self, mod):
@@ -349,7 +353,8 @@ class ReplaceActivation(GraphOperator):
 
 class RemoveActivation(GraphOperator):
     def __init__(self):
-        super().__init__("remove_activation", "Remove an activation: its output becomes its input (identity).")
+        super().__init__("remove_activation",
+                         "Remove an activation (replace it by identity): its output becomes its input.")
 
     def layer_sites(self, mod):
         return [(layer.describe(), layer) for layer in _activations(mod) if layer.shape_preserving()]
