@@ -155,7 +155,7 @@ def _job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> dict:
         "hash": artifact.program_hash if artifact.operator else "", "target": artifact.stack.target_name,
         "options": {"opt_level": options.opt_level, "disabled_pass": list(options.disabled_pass),
                     "required_pass": list(options.required_pass), "fast_math": options.fast_math},
-        "cache_dir": str(out_dir / "cache"), "log_path": str(out_dir / "logs" / f"{artifact.key}.log"),
+        "cache_dir": str(out_dir / "cache") if config.keep_artifacts else "", "log_path": str(out_dir / "logs" / f"{artifact.key}.log"),
         "fault": fault,
     }
 

@@ -52,6 +52,7 @@ class CampaignConfig:
     timeout_s: float
     jobs: int
     per_image_cap: int
+    keep_artifacts: bool = False  # export every build to RUN_DIR/cache (costs about a build's time)
     faults: dict = field(default_factory=dict)  # "segfault"/"hang"/"raise" -> set of mutant ids
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
@@ -86,13 +87,16 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"))
     criterion = _criterion(raw.get("kill", {}))
-    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap"})
+    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
+    keep = run.get("keep_artifacts", False)
+    if not isinstance(keep, bool):
+        raise UserError("config key 'run.keep_artifacts': expected true or false")
     faults = _faults(raw.get("faults", {}))
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, faults, raw, source)
+                          timeout, jobs, cap, keep, faults, raw, source)
 
 
 def _table(value, key: str, allowed: set[str]) -> dict:

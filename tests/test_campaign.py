@@ -50,6 +50,7 @@ criterion = "top1_agreement < 1.0"
 [run]
 timeout = {timeout}
 per_image_cap = 5
+keep_artifacts = true
 {extra}
 """
 
