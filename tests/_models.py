@@ -1,4 +1,4 @@
-"""A tiny seeded CNN imported to Relax, and a helper that builds and runs a module."""
+"""Tiny seeded CNNs imported to Relax, and a helper that builds and runs a module."""
 from __future__ import annotations
 
 import functools
@@ -51,6 +51,34 @@ def tiny_module():
     model = _tiny_cnn()
     with torch.no_grad():
         exported = torch.export.export(model, (torch.from_numpy(tiny_input()),))
+    return tvm.relax.frontend.torch.from_exported_program(exported, keep_params_as_input=False)
+
+
+@functools.lru_cache(maxsize=None)
+def conv_pool_fc_module(softmax: bool = False):
+    """conv2d + relu + max_pool + one linear layer (and a softmax head when asked) as a
+    Relax module with constant weights: the smallest CNN whose TIR has padding
+    conditions, reductions and loops of every kind the TIR operators look for."""
+    import torch
+    import tvm
+    import tvm.relax.frontend.torch  # noqa: F401  (registers the frontend)
+
+    class ConvPoolFC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.pool = torch.nn.MaxPool2d(2)
+            self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+        def forward(self, x):
+            y = self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+            return torch.softmax(y, dim=1) if softmax else y
+
+    torch.manual_seed(0)
+    model = ConvPoolFC().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        exported = torch.export.export(model, (x,))
     return tvm.relax.frontend.torch.from_exported_program(exported, keep_params_as_input=False)
 
 

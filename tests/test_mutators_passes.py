@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 import tvm
 import tvm_ffi
 from tvm import relax
@@ -13,31 +12,14 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from mutators import passes
 from mutators.base import Site
+from tests._models import conv_pool_fc_module
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})
 
 
-class TinyNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.pool = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
-
-    def forward(self, x):
-        h = self.pool(torch.relu(self.conv(x)))
-        return torch.softmax(self.fc(torch.flatten(h, 1)), dim=1)  # softmax: fast-math has work
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    import tvm.relax.frontend.torch  # noqa: F401  (registers the frontend)
-
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 8, 8)
-    with torch.no_grad():
-        exported = torch.export.export(TinyNet().eval(), (x,))
-    return relax.frontend.torch.from_exported_program(exported, keep_params_as_input=False)
+    return conv_pool_fc_module(softmax=True)  # softmax: fast-math has work
 
 
 @tvm.ir.instrument.pass_instrument

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tvm
 import tvm_ffi
 from tvm.script import ir as I
@@ -23,30 +22,13 @@ from tvm.script import tirx as T
 
 from mutators import tir
 from mutators.base import EQUIVALENT, NON_VIABLE, PENDING, lower
+from tests._models import conv_pool_fc_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class TinyCNN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.pool = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
-
-
 def tiny_module() -> tvm.IRModule:
-    import tvm.relax.frontend.torch  # noqa: F401  (registers the frontend)
-
-    torch.manual_seed(0)
-    model = TinyCNN().eval()
-    x = torch.randn(1, 3, 8, 8)
-    with torch.no_grad():
-        exported = torch.export.export(model, (x,))
-    return tvm.relax.frontend.torch.from_exported_program(exported, keep_params_as_input=False)
+    return conv_pool_fc_module()
 
 
 def compare_module() -> tvm.IRModule:
