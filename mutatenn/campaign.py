@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import __version__
 from .build import BuildOptions
-from .config import CampaignConfig, StackSpec
+from .config import FAULT_KINDS, CampaignConfig, StackSpec
 from .errors import UserError
 from .outputs import prepare_out_dir, write_csv, write_json
 from .store import ResultStore
@@ -37,7 +37,7 @@ SCORED = (KILLED, SURVIVED, CRASHED, TIMED_OUT)
 METRICS = ("top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine",
            "latency_ratio")
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", *METRICS, "flipped",
-                   "build_s", "run_s", "log_tail"]
+                   "build_s", "run_s", "log_tail", "unstable"]
 DIFF_CHARS = 20000
 ORIGINAL = "original"
 
@@ -139,12 +139,13 @@ def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
 
 def _fixed_row(mutant_id: str, stack: str, verdict: str, reason: str) -> dict:
     return {"mutant_id": mutant_id, "stack": stack, "verdict": verdict, "reason": reason, "artifact": None,
-            "values": {}, "flipped": None, "flipped_images": [], "build_s": None, "run_s": None, "log_tail": ""}
+            "values": {}, "flipped": None, "flipped_images": [], "build_s": None, "run_s": None, "log_tail": "",
+            "unstable": None, "unstable_images": None}
 
 
 def _job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> dict:
     fault = ""
-    for kind in ("segfault", "hang", "raise"):
+    for kind in FAULT_KINDS:
         wanted = config.faults.get(kind, set())
         if any(mid in wanted or f"{mid}@{stack}" in wanted for mid, stack in artifact.pairs):
             fault = kind
@@ -156,7 +157,7 @@ def _job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> dict:
         "options": {"opt_level": options.opt_level, "disabled_pass": list(options.disabled_pass),
                     "required_pass": list(options.required_pass), "fast_math": options.fast_math},
         "cache_dir": str(out_dir / "cache") if config.keep_artifacts else "", "log_path": str(out_dir / "logs" / f"{artifact.key}.log"),
-        "fault": fault,
+        "fault": fault, "repeats": config.repeats,
     }
 
 
@@ -217,6 +218,10 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         elapsed = (store.get_meta("duration_s") or 0) + (time.perf_counter() - clock)
         store.set_meta("duration_s", round(elapsed, 3))
         verdicts, scores = write_outputs(out_dir, config, program, images, plan, store)
+        moving = unstable_originals(plan, store.finished_artifacts())
+        if moving:
+            print(f"warning: the original program's outputs changed between repeated runs on "
+                  f"{', '.join(moving)}; verdicts there are judged against a moving reference", file=sys.stderr)
     finally:
         store.close()
         if client is not None:
@@ -282,21 +287,21 @@ class _Runner:
     def _record(self, key: str, result, original: bool) -> None:
         artifact = self.plan.artifacts[key]
         info = {"key": key, "stack": artifact.stack.name, "status": result.status, "reason": result.reason,
-                "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None}
+                "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None,
+                "unstable_images": None}
         if result.status == "done":
             value = result.value
             path = self.out_dir / "outputs" / f"{key}.npz"
             _save_outputs(path, value["logits"], value["latencies"])
             self.outputs_cache[key] = {"logits": value["logits"], "latencies": value["latencies"]}
             info.update(build_s=round(value["build_s"], 4), run_s=round(value["run_s"], 4),
-                        outputs=str(path.relative_to(self.out_dir)))
+                        outputs=str(path.relative_to(self.out_dir)), unstable_images=value.get("unstable_images"))
         if original and result.status != "done":
             # Not stored: the campaign stops, and a rerun tries the original again.
             self.finished[key] = info
             return
         rows = [] if original else [self._judge(pair, info) for pair in artifact.pairs]
-        self.store.record_artifact(key, info["stack"], info["status"], info["reason"], info["log_tail"],
-                                   info["build_s"], info["run_s"], info["outputs"], rows, _now())
+        self.store.record_artifact(info, rows, _now())
         self.finished[key] = info
         for row in rows:
             self.counts[row["verdict"]] += 1
@@ -323,7 +328,8 @@ class _Runner:
 
         mutant_id, stack = pair
         row = {"mutant_id": mutant_id, "stack": stack, "artifact": info["key"], "values": {}, "flipped": None,
-               "flipped_images": [], "build_s": info["build_s"], "run_s": info["run_s"], "log_tail": ""}
+               "flipped_images": [], "build_s": info["build_s"], "run_s": info["run_s"], "log_tail": "",
+               "unstable": None, "unstable_images": None}
         if info["status"] != "done":
             row.update(verdict=info["status"], reason=info["reason"], log_tail=info["log_tail"] or "")
             return row
@@ -338,6 +344,9 @@ class _Runner:
         reason = f"{self.config.criterion.operator} = {value:.6g} (killed when {self.config.criterion})"
         row.update(verdict=KILLED if killed else SURVIVED, reason=reason if killed else "", values=values,
                    flipped=int(len(flipped)), flipped_images=[int(i) for i in flipped])
+        unstable = info.get("unstable_images")
+        if unstable is not None:
+            row.update(unstable=int(bool(unstable)), unstable_images=list(unstable))
         return row
 
     def _postfix(self) -> str:
@@ -392,11 +401,12 @@ def verdict_table(store: ResultStore, stack_order: list[str]) -> pd.DataFrame:
             value = v["values"].get(name)
             row[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
         row.update(flipped=v["flipped"], build_s=v["build_s"], run_s=v["run_s"], log_tail=v["log_tail"],
-                   _ordinal=m["ordinal"], _stack=stack_order.index(v["stack"]) if v["stack"] in stack_order else 99)
+                   unstable=v["unstable"], _ordinal=m["ordinal"], _stack=stack_order.index(v["stack"]) if v["stack"] in stack_order else 99)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS + ["_ordinal", "_stack"])
     frame = frame.sort_values(["_ordinal", "_stack"], kind="stable").drop(columns=["_ordinal", "_stack"])
     frame["flipped"] = frame["flipped"].astype("Int64")
+    frame["unstable"] = frame["unstable"].astype("Int64")  # empty: not measured (repeats = 1, or not run)
     return frame.reset_index(drop=True)
 
 
@@ -412,20 +422,31 @@ def score_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
             counts = {v: int((g["verdict"] == v).sum()) for v in VERDICTS}
             denom = sum(counts[v] for v in SCORED)
             score = round(100.0 * counts[KILLED] / denom, 2) if denom else None
-            rows.append({"stack": stack, "group": group, "key": key, **counts, "score": score})
-    return pd.DataFrame(rows, columns=["stack", "group", "key", *VERDICTS, "score"])
+            measured = g["unstable"].dropna()
+            unstable = int((measured == 1).sum()) if len(measured) else None  # None: not measured
+            rows.append({"stack": stack, "group": group, "key": key, **counts, "score": score, "unstable": unstable})
+    frame = pd.DataFrame(rows, columns=["stack", "group", "key", *VERDICTS, "score", "unstable"])
+    frame["unstable"] = frame["unstable"].astype("Int64")
+    return frame
 
 
 def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
-    """Mutants whose verdict is not the same on every stack."""
+    """Mutants built and judged on several stacks with different outcomes there (killed on
+    one, survived or crashed on another: the backend view). A pass mutant that is
+    equivalent on the stack whose options it repeats is not a discrepancy. ``unstable_on``
+    names the stacks where the mutant's outputs changed between repeated runs (its verdict
+    there may be noise rather than the stack)."""
     if verdicts.empty:
-        return pd.DataFrame(columns=["mutant_id", "operator", "level", "site", *stack_order])
+        return pd.DataFrame(columns=["mutant_id", "operator", "level", "site", *stack_order, "unstable_on"])
     wide = verdicts.pivot(index="mutant_id", columns="stack", values="verdict")
     wide = wide.reindex(columns=[s for s in stack_order if s in wide.columns])
-    differ = wide[wide.nunique(axis=1, dropna=False) > 1]
+    differ = wide[wide.apply(lambda row: len({v for v in row if v in SCORED}) > 1, axis=1)]
     info = verdicts.drop_duplicates("mutant_id").set_index("mutant_id")[["operator", "level", "site"]]
     order = verdicts.drop_duplicates("mutant_id")["mutant_id"].tolist()
     table = info.join(differ, how="inner").reindex([m for m in order if m in differ.index])
+    flagged = verdicts[verdicts["unstable"].fillna(0) == 1]
+    unstable_on = flagged.groupby("mutant_id", sort=False)["stack"].agg(lambda s: ",".join(s))
+    table["unstable_on"] = unstable_on.reindex(table.index).fillna("")
     return table.reset_index().rename(columns={"index": "mutant_id"})
 
 
@@ -495,12 +516,18 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan: 
         "image_count": len(images), "stacks": [s.describe() for s in config.stacks],
         "started": store.get_meta("started"), "finished": finished, "duration_s": store.get_meta("duration_s"),
         "mutatenn_version": __version__, "config": config.raw, "kill_criterion": str(config.criterion),
-        "per_image_cap": config.per_image_cap, "mutant_count": len(mutants),
+        "per_image_cap": config.per_image_cap, "mutant_count": len(mutants), "repeats": config.repeats,
+        "unstable_originals": unstable_originals(plan, built),
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
         "originals": {stack: key for stack, key in plan.originals.items()},
         "preset": program.preset, "notes": program.notes,
     })
     return verdicts, scores
+
+
+def unstable_originals(plan: Plan, built: dict) -> list[str]:
+    """Stacks whose original program gave different outputs in repeated runs."""
+    return [stack for stack, key in plan.originals.items() if built.get(key, {}).get("unstable_images")]
 
 
 def render_run_report(out_dir: Path) -> tuple[Path | None, str]:
@@ -521,6 +548,10 @@ def render_run_report(out_dir: Path) -> tuple[Path | None, str]:
 def format_scores(scores: pd.DataFrame) -> str:
     """The per-stack score lines as a person reads them in a terminal."""
     view = scores[scores["group"] == "all"].drop(columns=["group", "key"]).copy()
+    if view["unstable"].isna().all():
+        view = view.drop(columns=["unstable"])  # repeats = 1: stability was not measured
+    else:
+        view["unstable"] = view["unstable"].astype(object).where(view["unstable"].notna(), "-")
     view["score"] = view["score"].map(lambda s: "-" if s is None or (isinstance(s, float) and math.isnan(s))
                                       else f"{s:.1f}%")
     return view.to_string(index=False)

@@ -19,6 +19,10 @@ DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_PER_IMAGE_CAP = 50
 SELECTION_KEYS = {"every", "positions", "sample", "seed"}
 TOP_LEVEL_KEYS = {"model", "images", "mutants", "stacks", "kill", "run", "faults"}
+MAX_REPEATS = 20
+# Fault injection for testing the engine itself: segfault, hang and raise stop the job;
+# unstable perturbs the outputs of every inference pass after the first.
+FAULT_KINDS = ("segfault", "hang", "raise", "unstable")
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ class CampaignConfig:
     jobs: int
     per_image_cap: int
     keep_artifacts: bool = False  # export every build to RUN_DIR/cache (costs about a build's time)
-    faults: dict = field(default_factory=dict)  # "segfault"/"hang"/"raise" -> set of mutant ids
+    repeats: int = 1  # inference passes per build; outputs that differ between passes flag the build unstable
+    faults: dict = field(default_factory=dict)  # FAULT_KINDS -> set of mutant ids
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
 
@@ -87,16 +92,19 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"))
     criterion = _criterion(raw.get("kill", {}))
-    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts"})
+    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
     keep = run.get("keep_artifacts", False)
     if not isinstance(keep, bool):
         raise UserError("config key 'run.keep_artifacts': expected true or false")
+    repeats = int(_number(run, "repeats", 1, "run.repeats", minimum=1, integer=True))
+    if repeats > MAX_REPEATS:
+        raise UserError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
     faults = _faults(raw.get("faults", {}))
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, faults, raw, source)
+                          timeout, jobs, cap, keep, repeats, faults, raw, source)
 
 
 def _table(value, key: str, allowed: set[str]) -> dict:
@@ -307,7 +315,7 @@ def _criterion(table):
 
 
 def _faults(table) -> dict:
-    table = _table(table, "faults", {"segfault", "hang", "raise"})
+    table = _table(table, "faults", set(FAULT_KINDS))
     out = {}
     for kind, ids in table.items():
         if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids):

@@ -18,7 +18,8 @@ DEMO_CONFIG = {
         {"name": "generic-O3", "target": "cpu-generic", "opt_level": 3},
     ],
     "kill": {"criterion": "top1_agreement < 1.0"},
-    "run": {"timeout": 300, "per_image_cap": 20},
+    # Two inference passes per build: mutants that read outside their buffers show up as unstable.
+    "run": {"timeout": 300, "per_image_cap": 20, "repeats": 2},
 }
 
 
@@ -29,7 +30,8 @@ def run_demo(out: Path | None, jobs: int) -> int:
     out = out or default_run_dir("demo")
     print("MutateNN demo: the bundled digits CNN (8x8 digits, 150 held-out images),")
     print("one sampled mutant per operator (graph, weight, TIR, pass), built for three CPU stacks")
-    print("(host CPU at O0 and O2, generic x86-64 at O3); killed = a top-1 label changed.\n")
+    print("(host CPU at O0 and O2, generic x86-64 at O3); killed = a top-1 label changed;")
+    print("each build runs twice: unstable = its outputs differ between the two runs.\n")
     config = parse_config(DEMO_CONFIG, source="mutatenn demo")
     start = time.perf_counter()
     result = run_campaign(config, out, jobs=jobs)

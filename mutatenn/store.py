@@ -17,7 +17,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (
     key TEXT PRIMARY KEY, stack TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    log_tail TEXT NOT NULL DEFAULT '', build_s REAL, run_s REAL, outputs TEXT, finished TEXT NOT NULL
+    log_tail TEXT NOT NULL DEFAULT '', build_s REAL, run_s REAL, outputs TEXT, finished TEXT NOT NULL,
+    unstable_images TEXT
 );
 CREATE TABLE IF NOT EXISTS mutants (
     id TEXT PRIMARY KEY, ordinal INTEGER NOT NULL, operator TEXT NOT NULL, level TEXT NOT NULL,
@@ -27,10 +28,18 @@ CREATE TABLE IF NOT EXISTS mutants (
 CREATE TABLE IF NOT EXISTS verdicts (
     mutant_id TEXT NOT NULL, stack TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL,
     artifact TEXT, "values" TEXT NOT NULL, flipped INTEGER, flipped_images TEXT NOT NULL,
-    build_s REAL, run_s REAL, log_tail TEXT NOT NULL DEFAULT '',
+    build_s REAL, run_s REAL, log_tail TEXT NOT NULL DEFAULT '', unstable INTEGER, unstable_images TEXT,
     PRIMARY KEY (mutant_id, stack)
 );
 """
+# Columns added after the first release: a store written before them gains them on open
+# (NULL = not measured), so an older run folder still resumes.
+ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT")],
+                 "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT")]}
+ARTIFACT_FIELDS = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "finished",
+                   "unstable_images")
+VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values", "flipped", "flipped_images",
+                  "build_s", "run_s", "log_tail", "unstable", "unstable_images")
 
 
 class ResultStore:
@@ -43,6 +52,11 @@ class ResultStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except sqlite3.Error as err:
             raise UserError(f"cannot open the result store {str(self.path)!r}: {err}") from None
 
@@ -59,17 +73,24 @@ class ResultStore:
 
     # --------------------------------------------------------------- artifacts
     def finished_artifacts(self) -> dict[str, dict]:
-        rows = self.db.execute("SELECT key, stack, status, reason, log_tail, build_s, run_s, outputs FROM artifacts")
-        names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs")
-        return {r[0]: dict(zip(names, r)) for r in rows}
+        """key -> artifact row; ``unstable_images`` is a list, or None when not measured."""
+        names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "unstable_images")
+        rows = self.db.execute(f"SELECT {', '.join(names)} FROM artifacts")
+        out = {}
+        for r in rows:
+            row = dict(zip(names, r))
+            row["unstable_images"] = _loads_or_none(row["unstable_images"])
+            out[r[0]] = row
+        return out
 
-    def record_artifact(self, key: str, stack: str, status: str, reason: str, log_tail: str,
-                        build_s: float | None, run_s: float | None, outputs: str | None, verdict_rows: list[dict],
-                        finished: str) -> None:
-        """One finished job and the verdicts it settles, in one transaction."""
+    def record_artifact(self, info: dict, verdict_rows: list[dict], finished: str) -> None:
+        """One finished job (an artifact row as ``finished_artifacts`` gives it) and the
+        verdicts it settles, in one transaction."""
+        row = {**{k: info.get(k) for k in ARTIFACT_FIELDS}, "finished": finished,
+               "unstable_images": _dumps_or_none(info.get("unstable_images"))}
         with self._transaction():
-            self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (key, stack, status, reason, log_tail, build_s, run_s, outputs, finished))
+            self.db.execute(f"INSERT OR REPLACE INTO artifacts ({', '.join(ARTIFACT_FIELDS)}) "
+                            f"VALUES ({', '.join(':' + k for k in ARTIFACT_FIELDS)})", row)
             self._insert_verdicts(verdict_rows)
 
     # --------------------------------------------------------------- mutants and verdicts
@@ -84,11 +105,12 @@ class ResultStore:
             self._insert_verdicts(rows)
 
     def _insert_verdicts(self, rows: list[dict]) -> None:
+        columns = ", ".join(f'"{k}"' for k in VERDICT_FIELDS)
         self.db.executemany(
-            'INSERT OR REPLACE INTO verdicts VALUES (:mutant_id, :stack, :verdict, :reason, :artifact, '
-            ':values, :flipped, :flipped_images, :build_s, :run_s, :log_tail)',
-            [{**r, "values": json.dumps(r.get("values", {})), "flipped_images": json.dumps(r.get("flipped_images", []))}
-             for r in rows])
+            f"INSERT OR REPLACE INTO verdicts ({columns}) VALUES ({', '.join(':' + k for k in VERDICT_FIELDS)})",
+            [{**{k: r.get(k) for k in VERDICT_FIELDS}, "values": json.dumps(r.get("values", {})),
+              "flipped_images": json.dumps(r.get("flipped_images", [])),
+              "unstable_images": _dumps_or_none(r.get("unstable_images"))} for r in rows])
 
     def mutants(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM mutants ORDER BY ordinal")
@@ -103,6 +125,7 @@ class ResultStore:
             row = dict(zip(names, r))
             row["values"] = json.loads(row["values"])
             row["flipped_images"] = json.loads(row["flipped_images"])
+            row["unstable_images"] = _loads_or_none(row["unstable_images"])
             out.append(row)
         return out
 
@@ -118,3 +141,11 @@ class ResultStore:
                 return False
 
         return _Tx()
+
+
+def _dumps_or_none(value) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _loads_or_none(text):
+    return None if text is None else json.loads(text)

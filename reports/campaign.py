@@ -9,7 +9,7 @@ import pandas as pd
 from . import charts
 from .common import (fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails,
                      to_bool, to_float)
-from .rundata import COMPARISON_METRICS, SCORED_VERDICTS, VERDICTS, RunData
+from .rundata import COMPARISON_METRICS, DISCREPANCY_INFO_COLUMNS, SCORED_VERDICTS, VERDICTS, RunData
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,9 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         score = to_float(r["score"]) if r else None
         score_items.append((s, score, _score_text(score)))
         c = {v: int(r[v]) if r else 0 for v in VERDICTS}
-        counts.append({"stack": s, "counts": c, "total": sum(c.values()), "score": _score_text(score)})
+        unstable = to_float(r.get("unstable")) if r else None
+        counts.append({"stack": s, "counts": c, "total": sum(c.values()), "score": _score_text(score),
+                       "unstable": "—" if unstable is None else str(int(unstable))})
     totals = {v: sum(c["counts"][v] for c in counts) for v in VERDICTS}
 
     # Operator x stack heatmap.
@@ -184,9 +186,12 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
     for r in vrecs:
         verdicts_by_mutant[r["mutant_id"]].append(r)
 
+    stability = {(r["mutant_id"], r["stack"]): _stability(r.get("unstable")) for r in vrecs}
+    measured = any(v != "" for v in stability.values())
     rows = []
     for r in vrecs:
         rows.append({
+            "unstable": stability[(r["mutant_id"], r["stack"])],
             "anchor": anchors[r["mutant_id"]], "id": r["mutant_id"], "operator": r["operator"],
             "level": r["level"], "site": r["site"], "stack": r["stack"], "verdict": r["verdict"],
             "metrics": [(fmt_num(r.get(k)), sort_key(r.get(k))) for k, _ in TABLE_METRICS],
@@ -211,6 +216,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             shown = images.get((mid, r["stack"]), [])
             per_stack.append({
                 "stack": r["stack"], "verdict": r["verdict"], "reason": r.get("reason") or "",
+                "unstable": stability[(mid, r["stack"])],
                 "metrics": [fmt_num(r.get(k)) for k in COMPARISON_METRICS],
                 "flipped": fmt_num(r.get("flipped")), "build_s": fmt_num(r.get("build_s"), 3),
                 "run_s": fmt_num(r.get("run_s"), 3), "log": log, "log_more": log_more,
@@ -231,6 +237,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "overview": run_overview(meta) + [
             ("Stacks", ", ".join(_stack_label(s) for s in stacks) or "—"),
             ("Mutants", str(len(mutants))),
+            ("Inference passes per build", _repeats_text(meta)),
             ("Build + run time", fmt_seconds(pd.to_numeric(verdicts["build_s"], errors="coerce").sum()
                                              + pd.to_numeric(verdicts["run_s"], errors="coerce").sum())),
         ],
@@ -249,15 +256,31 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "caps": caps,
         "detailed_count": len(detailed),
         "per_image_cap": meta.get("per_image_cap"),
+        "stability_measured": measured,
+        "unstable_originals": [str(x) for x in meta.get("unstable_originals") or []],
     }
 
 
+def _stability(value) -> str:
+    """'yes' (outputs changed between repeated runs), 'no', or '' (not measured)."""
+    f = to_float(value)
+    return "" if f is None else ("yes" if f else "no")
+
+
+def _repeats_text(meta: dict) -> str:
+    repeats = to_float(meta.get("repeats"))
+    if not repeats or repeats <= 1:
+        return "1 (stability not measured)"
+    return f"{int(repeats)} (a build whose outputs differ between passes is marked unstable)"
+
+
 def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:
-    """Mutants whose verdict differs between stacks, grouped by operator."""
+    """Mutants judged differently on different stacks (killed, survived, crashed or timed
+    out: an equivalent-on-one-stack pass mutant is not one), grouped by operator."""
     d = run.discrepancies
     if len(d):
         cols = [s for s in stacks if s in d.columns] or [
-            c for c in d.columns if c not in ("mutant_id", "operator", "level", "site")]
+            c for c in d.columns if c not in DISCREPANCY_INFO_COLUMNS]
         recs = d.to_dict("records")
     else:
         v = run.verdicts
@@ -265,15 +288,20 @@ def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: Campaig
             return {"groups": [], "stacks": stacks, "total": 0, "shown": 0}
         wide = v.pivot_table(index=["mutant_id", "operator", "level", "site"], columns="stack",
                              values="verdict", aggfunc="first").fillna("")
-        wide = wide[wide.apply(lambda r: len({x for x in r if x}) > 1, axis=1)]
+        wide = wide[wide.apply(lambda r: len({x for x in r if x in SCORED_VERDICTS}) > 1, axis=1)]
         cols = [s for s in stacks if s in wide.columns]
         recs = wide.reset_index().to_dict("records")
+        flagged = v[v["unstable"].map(_stability) == "yes"].groupby("mutant_id")["stack"].agg(",".join)
+        for r in recs:
+            r["unstable_on"] = flagged.get(r["mutant_id"], "")
     groups: dict = defaultdict(list)
     for r in recs[: caps.discrepancies]:
         groups[r["operator"]].append({
             "anchor": anchors.get(r["mutant_id"]), "id": r["mutant_id"], "level": r["level"],
             "site": r["site"], "verdicts": [str(r.get(s) or "") for s in cols],
+            "unstable_on": ", ".join(x for x in str(r.get("unstable_on") or "").split(",") if x),
         })
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0].lower()))
     return {"groups": [{"operator": k, "rows": v} for k, v in ordered], "stacks": cols,
-            "total": len(recs), "shown": min(len(recs), caps.discrepancies)}
+            "total": len(recs), "shown": min(len(recs), caps.discrepancies),
+            "unstable": sum(1 for r in recs if str(r.get("unstable_on") or ""))}

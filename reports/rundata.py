@@ -17,10 +17,11 @@ COMPARISON_METRICS = (
 
 VERDICT_COLUMNS = [
     "mutant_id", "operator", "level", "site", "stack", "verdict", "reason",
-    *COMPARISON_METRICS[:-1], "latency_ratio", "flipped", "build_s", "run_s", "log_tail",
+    *COMPARISON_METRICS[:-1], "latency_ratio", "flipped", "build_s", "run_s", "log_tail", "unstable",
 ]
 CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
-SCORE_COLUMNS = ["stack", "group", "key", *VERDICTS, "score"]
+SCORE_COLUMNS = ["stack", "group", "key", *VERDICTS, "score", "unstable"]
+DISCREPANCY_INFO_COLUMNS = ("mutant_id", "operator", "level", "site", "unstable_on")
 MUTANT_FIELDS = ["id", "operator", "level", "site", "status", "reason", "hash", "diff"]
 COMPARISON_COLUMNS = [
     "variant", "baseline", *COMPARISON_METRICS[:-1], "latency_ms_median", "latency_ms_p10",
@@ -155,8 +156,7 @@ def load_run_folder(path) -> RunData:
         run.verdicts = _read_csv(folder / "verdicts.csv", VERDICT_COLUMNS)
         run.per_image = _read_csv(folder / "per_image.csv", CAMPAIGN_PER_IMAGE_COLUMNS)
         run.scores = _read_csv(folder / "scores.csv", SCORE_COLUMNS)
-        run.discrepancies = _read_csv(folder / "discrepancies.csv",
-                                      ["mutant_id", "operator", "level", "site"], all_text=True)
+        run.discrepancies = _read_csv(folder / "discrepancies.csv", list(DISCREPANCY_INFO_COLUMNS), all_text=True)
     elif kind == "comparison":
         run.comparison = _read_table(folder, "comparison", COMPARISON_COLUMNS)
         run.pairwise = _read_csv(folder / "pairwise.csv", PAIRWISE_COLUMNS)

@@ -22,7 +22,7 @@ from mutatenn.cli import main
 
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", "top1_agreement",
                    "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine", "latency_ratio",
-                   "flipped", "build_s", "run_s", "log_tail"]
+                   "flipped", "build_s", "run_s", "log_tail", "unstable"]
 VERDICTS = ["killed", "survived", "crashed", "timed_out", "non_viable", "equivalent"]
 
 BASE_CONFIG = """
@@ -88,6 +88,7 @@ def test_campaign_writes_the_documented_run_folder(campaign):
     assert list(verdicts.columns) == VERDICT_COLUMNS
     assert set(verdicts["verdict"]) <= set(VERDICTS)
     assert {"killed", "survived", "equivalent"} <= set(verdicts["verdict"])
+    assert (verdicts["unstable"] == "").all()  # repeats = 1: stability not measured
     mutants = json.loads((out / "mutants.json").read_text())
     assert len(verdicts) == len(mutants) * 2
     assert {"id", "operator", "level", "site", "status", "reason", "hash", "diff"} <= set(mutants[0])
@@ -112,7 +113,8 @@ def test_scores_agree_with_verdicts(campaign):
     out = campaign["out"]
     verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
-    assert list(scores.columns) == ["stack", "group", "key", *VERDICTS, "score"]
+    assert list(scores.columns) == ["stack", "group", "key", *VERDICTS, "score", "unstable"]
+    assert (scores["unstable"] == "").all()  # not measured in a run with repeats = 1
     for row in scores.itertuples(index=False):
         part = verdicts[verdicts["stack"] == row.stack]
         if row.group == "operator":
@@ -178,7 +180,9 @@ def test_kill_9_of_the_coordinator_then_rerun_loses_nothing(campaign, tmp_path):
 
 def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
     # Both cpu stacks share pass_opt_level#1's build (O1 on cpu), so its crash settles both pairs.
-    faults = '[faults]\nsegfault = ["pass_opt_level#1"]\nhang = ["tir_store_cast_int8#0@cpu-O2"]'
+    # Two inference passes per build; one mutant's second pass is perturbed on purpose.
+    faults = ('repeats = 2\n[faults]\nsegfault = ["pass_opt_level#1"]\nhang = ["tir_store_cast_int8#0@cpu-O2"]\n'
+              'unstable = ["tir_store_cast_int8#0@cpu-O0"]')
     config = write_config(tmp_path, images="digits:20", timeout=30, extra=faults)
     result = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--jobs", "2", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -197,6 +201,25 @@ def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
     scores = pd.read_csv(tmp_path / "run" / "scores.csv").set_index(["stack", "group"]).loc[("cpu-O2", "all")]
     assert scores["crashed"] == 1 and scores["timed_out"] == 1
 
+    # Stability: measured on every judged pair; only the perturbed build is unstable (these
+    # operators stay inside their buffers, so every other build gives the same bits twice).
+    judged = verdicts[verdicts["verdict"].isin(["killed", "survived"])]
+    assert (judged["unstable"] != "").all()
+    assert judged[judged["unstable"].astype(str) == "1"].index.tolist() == [("tir_store_cast_int8#0", "cpu-O0")]
+    assert (verdicts[~verdicts["verdict"].isin(["killed", "survived"])]["unstable"] == "").all()
+    scores = pd.read_csv(tmp_path / "run" / "scores.csv").set_index(["stack", "group", "key"])
+    assert scores.loc[("cpu-O0", "all", "all"), "unstable"] == 1
+    assert scores.loc[("cpu-O2", "all", "all"), "unstable"] == 0
+    assert scores.loc[("cpu-O0", "operator", "tir_store_cast_int8"), "unstable"] == 1
+    with sqlite3.connect(tmp_path / "run" / "results.sqlite") as db:
+        images = db.execute("SELECT unstable_images FROM verdicts WHERE mutant_id = ? AND stack = ?",
+                            ("tir_store_cast_int8#0", "cpu-O0")).fetchone()[0]
+    assert json.loads(images) == [0]  # the fault perturbs the first image only
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["repeats"] == 2 and run["unstable_originals"] == []
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert html.count('class="tag unstable"') >= 2  # the table row and the detail row
+
 
 @pytest.mark.parametrize("edit, key", [
     (lambda t: t.replace('tir_store_add1 = "default"', 'tir_no_such_op = "default"'), "mutants.operators"),
@@ -208,6 +231,10 @@ def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
     (lambda t: t.replace("{ sample = 2, seed = 5 }", "{ sample = 0 }"), "mutants.select.sample"),
     (lambda t: t.replace("{ positions = [0] }", '"middle"'), "mutants.operators.tir_store_cast_int8"),
     (lambda t: t.replace("opt_level = 0", "opt_level = 7"), "stacks[0].opt_level"),
+    (lambda t: t.replace("per_image_cap = 5", "per_image_cap = 5\nrepeats = 0"), "run.repeats"),
+    (lambda t: t.replace("per_image_cap = 5", "per_image_cap = 5\nrepeats = 500"), "run.repeats"),
+    (lambda t: t.replace("per_image_cap = 5", 'per_image_cap = 5\nrepeats = "twice"'), "run.repeats"),
+    (lambda t: t + '[faults]\nflaky = ["x#0"]\n', "faults.flaky"),
 ])
 def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, edit, key):
     good = write_config(tmp_path).read_text()
@@ -292,3 +319,53 @@ def _wait_for_worker(port: int, timeout: float = 90) -> None:
             pass
         time.sleep(1)
     raise AssertionError("the Dask worker did not join the scheduler")
+
+
+def test_a_store_from_before_the_stability_columns_still_opens_and_resumes(tmp_path):
+    from mutatenn.store import ResultStore
+
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:  # the schema as the first release wrote it
+        db.executescript("""
+            CREATE TABLE artifacts (key TEXT PRIMARY KEY, stack TEXT NOT NULL, status TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '', log_tail TEXT NOT NULL DEFAULT '', build_s REAL, run_s REAL,
+                outputs TEXT, finished TEXT NOT NULL);
+            CREATE TABLE verdicts (mutant_id TEXT NOT NULL, stack TEXT NOT NULL, verdict TEXT NOT NULL,
+                reason TEXT NOT NULL, artifact TEXT, "values" TEXT NOT NULL, flipped INTEGER,
+                flipped_images TEXT NOT NULL, build_s REAL, run_s REAL, log_tail TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (mutant_id, stack));
+            INSERT INTO artifacts VALUES ('a1', 'cpu', 'done', '', '', 1.0, 0.5, 'outputs/a1.npz', 'then');
+            INSERT INTO verdicts VALUES ('op#0', 'cpu', 'killed', 'r', 'a1', '{}', 2, '[1, 4]', 1.0, 0.5, '');
+        """)
+    store = ResultStore(path)
+    try:
+        old = store.finished_artifacts()["a1"]
+        assert old["status"] == "done" and old["unstable_images"] is None
+        assert store.verdicts()[0]["unstable"] is None and store.verdicts()[0]["flipped_images"] == [1, 4]
+        store.record_artifact({"key": "a2", "stack": "cpu", "status": "done", "reason": "", "log_tail": "",
+                               "build_s": 1.0, "run_s": 0.5, "outputs": "outputs/a2.npz", "unstable_images": [3]},
+                              [{"mutant_id": "op#1", "stack": "cpu", "verdict": "survived", "reason": "",
+                                "artifact": "a2", "values": {"rel_l2": 0.0}, "flipped": 0, "flipped_images": [],
+                                "build_s": 1.0, "run_s": 0.5, "log_tail": "", "unstable": 1,
+                                "unstable_images": [3]}], "now")
+        assert store.finished_artifacts()["a2"]["unstable_images"] == [3]
+        new = {v["mutant_id"]: v for v in store.verdicts()}["op#1"]
+        assert new["unstable"] == 1 and new["unstable_images"] == [3] and new["values"] == {"rel_l2": 0.0}
+    finally:
+        store.close()
+
+
+def test_discrepancies_are_different_judgements_not_equivalence():
+    from mutatenn.campaign import discrepancy_table
+
+    rows = [("a#0", "killed", "survived", 1, 0), ("b#0", "equivalent", "survived", None, 0),
+            ("c#0", "crashed", "killed", None, 0), ("d#0", "killed", "killed", 1, 1),
+            ("e#0", "non_viable", "non_viable", None, None)]
+    verdicts = pd.DataFrame(
+        [{"mutant_id": m, "operator": m[0], "level": "tir", "site": "s", "stack": stack, "verdict": v,
+          "unstable": u} for m, v1, v2, u1, u2 in rows for stack, v, u in (("O0", v1, u1), ("O2", v2, u2))])
+    verdicts["unstable"] = verdicts["unstable"].astype("Int64")
+    table = discrepancy_table(verdicts, ["O0", "O2"])
+    assert table["mutant_id"].tolist() == ["a#0", "c#0"]
+    assert list(table.columns) == ["mutant_id", "operator", "level", "site", "O0", "O2", "unstable_on"]
+    assert table.set_index("mutant_id")["unstable_on"].to_dict() == {"a#0": "O0", "c#0": ""}

@@ -25,7 +25,7 @@ SCORED = ["killed", "survived", "crashed", "timed_out"]
 METRICS = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2",
            "cosine", "latency_ratio"]
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", *METRICS,
-                   "flipped", "build_s", "run_s", "log_tail"]
+                   "flipped", "build_s", "run_s", "log_tail", "unstable"]
 XSS_MODEL = "<script>alert(1)</script>"
 XSS_OPERATOR = "<img src=x onerror=alert(2)>"
 XSS_IMAGE = '"><svg onload=alert(3)>.png'
@@ -56,8 +56,9 @@ def make_campaign(folder: Path, *, seed=1, n_mutants=24, stacks=("llvm-O3", "llv
                   operators=(("swap_add_sub", "graph"), ("drop_relu", "graph"),
                              ("loop_off_by_one", "tensor"), (XSS_OPERATOR, "pass")),
                   model=XSS_MODEL, image_names=("cat_01.png", XSS_IMAGE, "dog_07.png", "ship_3.png"),
-                  diff_lines=12) -> Path:
-    """A campaign folder with exactly the files and columns of docs/RUN-FOLDER.md."""
+                  diff_lines=12, unstable=False) -> Path:
+    """A campaign folder with exactly the files and columns of docs/RUN-FOLDER.md; with
+    ``unstable``, as a run with ``repeats = 2`` writes it (some builds flagged unstable)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     images = _images(rng, image_names)
@@ -88,6 +89,8 @@ def make_campaign(folder: Path, *, seed=1, n_mutants=24, stacks=("llvm-O3", "llv
                                       "original_top5": json.dumps(_top5(rng)),
                                       "mutant_top5": json.dumps(_top5(rng)), "flipped": flipped})
                 row["flipped"] = flips
+                if unstable:
+                    row["unstable"] = int(rng.random() < 0.3)
             elif verdict in ("crashed", "timed_out"):
                 row.update(build_s=1.5, reason="signal 11", log_tail="line 1\nline 2\nSegmentation fault")
             rows.append(row)
@@ -103,20 +106,24 @@ def make_campaign(folder: Path, *, seed=1, n_mutants=24, stacks=("llvm-O3", "llv
                  **{v: int(c.get(v, 0)) for v in VERDICTS}}
             denom = sum(r[v] for v in SCORED)
             r["score"] = round(100 * r["killed"] / denom, 2) if denom else None
+            r["unstable"] = int((g["unstable"] == 1).sum()) if unstable else None
             score_rows.append(r)
-    pd.DataFrame(score_rows, columns=["stack", "group", "key", *VERDICTS, "score"]).to_csv(
+    pd.DataFrame(score_rows, columns=["stack", "group", "key", *VERDICTS, "score", "unstable"]).to_csv(
         folder / "scores.csv", index=False)
     wide = verdicts.pivot(index="mutant_id", columns="stack", values="verdict")[list(stacks)]
     info = verdicts.drop_duplicates("mutant_id").set_index("mutant_id")[["operator", "level", "site"]]
-    info.join(wide[wide.nunique(axis=1) > 1], how="inner").reset_index().to_csv(
-        folder / "discrepancies.csv", index=False)
+    table = info.join(wide[wide.nunique(axis=1) > 1], how="inner")
+    flagged = verdicts[verdicts["unstable"] == 1].groupby("mutant_id")["stack"].agg(",".join)
+    table["unstable_on"] = flagged.reindex(table.index).fillna("")
+    table.reset_index().to_csv(folder / "discrepancies.csv", index=False)
     (folder / "mutants.json").write_text(json.dumps(mutants))
     (folder / "images.json").write_text(json.dumps(images))
     (folder / "run.json").write_text(json.dumps({
         "kind": "campaign", "model": model, "images": "test-images", "image_count": len(images),
         "stacks": list(stacks), "started": "2025-01-02T03:04:05+00:00",
         "finished": "2025-01-02T03:14:05+00:00", "duration_s": 600.0, "mutatenn_version": "0.1.0",
-        "per_image_cap": len(images), "config": {"model": model},
+        "per_image_cap": len(images), "config": {"model": model}, "repeats": 2 if unstable else 1,
+        "unstable_originals": ["cuda"] if unstable else [],
     }))
     return folder
 
@@ -330,6 +337,40 @@ def test_campaign_page_in_chromium(browser, campaign, tmp_path):
     assert page.locator("#discrepancies .ops").count() >= 1
     _check_screenshot(page, tmp_path / "campaign.png")
     p.check_clean()
+
+
+@needs_chromium
+def test_unstable_builds_are_marked_and_filterable(browser, tmp_path):
+    folder = make_campaign(tmp_path / "unstable", unstable=True, seed=4)
+    render_report(folder)
+    verdicts = pd.read_csv(folder / "verdicts.csv")
+    flagged = verdicts[verdicts["unstable"] == 1]
+    stable = verdicts[verdicts["unstable"] == 0]
+    assert len(flagged) > 0 and len(stable) > 0
+    p = Page(browser, folder / "report.html")
+    page = p.page
+    assert page.locator("#mutant-table .tag.unstable").count() == len(flagged)
+    for s in ("llvm-O3", "llvm-O0", "cuda"):
+        cell = page.locator(f'.unstable-count[data-stack="{s}"]')
+        assert cell.inner_text() == str(int((flagged["stack"] == s).sum()))
+    assert "cuda" in page.locator("#unstable-originals").inner_text()
+    page.select_option("#filter-unstable", "yes")
+    assert p.visible_rows().count() == len(flagged)
+    assert page.locator("#mutant-table tbody tr:visible .tag.unstable").count() == len(flagged)
+    page.select_option("#filter-unstable", "no")
+    assert p.visible_rows().count() == len(stable)
+    assert page.locator("#mutant-table tbody tr:visible .tag.unstable").count() == 0
+    # A discrepancy on a stack where the mutant is unstable carries the mark.
+    discrepancies = pd.read_csv(folder / "discrepancies.csv", keep_default_na=False)
+    marked = int((discrepancies["unstable_on"] != "").sum())
+    assert page.locator("#discrepancies .tag.unstable").count() == marked
+    p.check_clean()
+
+
+def test_a_run_without_repeats_shows_no_stability_column(campaign):
+    html = (campaign / "report.html").read_text()
+    assert "filter-unstable" not in html and "unstable-count" not in html
+    assert "1 (stability not measured)" in html
 
 
 def _column(p: Page, index: int, numeric: bool):
