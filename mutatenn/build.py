@@ -1,7 +1,7 @@
 """Deployment targets, build options and explicit Relax pipelines per optimisation level.
 
 TVM 0.27's plain ``tvm.compile`` runs no fusion; MutateNN never relies on its default
-pipeline. Each opt level is an explicit pass list (documented in `OPT_LEVEL_PASSES`), run
+pipeline. Each opt level is an explicit pass list (the one pass table is `mutators.passes.PIPELINE`), run
 inside a ``PassContext`` so ``disabled_pass`` / ``required_pass`` are honoured.
 """
 from __future__ import annotations
@@ -12,16 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from mutators.passes import OPT_LEVEL_PASSES, OPTIONAL_PASSES, PIPELINE
 
-# Passes each level adds on top of the lowering every build needs (legalisation + VM lowering).
-OPT_LEVEL_PASSES = {
-    0: (),
-    1: ("FoldConstant",),
-    2: ("FoldConstant", "FuseOps", "FuseTIR"),
-    3: ("FoldConstant", "FuseOps", "FuseTIR", "FastMathTransform"),
-}
-OPTIONAL_PASSES = ("FoldConstant", "FuseOps", "FuseTIR", "FastMathTransform")
+from .errors import InputError, TargetError
+
+__all__ = ["OPT_LEVEL_PASSES", "OPTIONAL_PASSES", "BuildOptions", "Target", "parse_target", "build_artifact"]
 DEFAULT_OPT_LEVEL = 2
 CPU_TARGETS = {
     "cpu": None,  # the host CPU, named explicitly (mcpu=native is ignored by this LLVM build)
@@ -44,10 +39,10 @@ class BuildOptions:
 
     def __post_init__(self):
         if self.opt_level not in OPT_LEVEL_PASSES:
-            raise UserError(f"opt level must be 0..3, not {self.opt_level!r}")
+            raise InputError(f"opt level must be 0..3, not {self.opt_level!r}")
         for name in self.disabled_pass + self.required_pass:
             if name not in OPTIONAL_PASSES:
-                raise UserError(f"unknown pass {name!r} (known: {', '.join(OPTIONAL_PASSES)})")
+                raise InputError(f"unknown pass {name!r} (known: {', '.join(OPTIONAL_PASSES)})")
 
     def with_overrides(self, overrides: dict) -> "BuildOptions":
         """These options changed by a pass mutant's overrides."""
@@ -55,7 +50,7 @@ class BuildOptions:
                   "required_pass": self.required_pass, "fast_math": self.fast_math}
         for key, value in overrides.items():
             if key not in fields:
-                raise UserError(f"unknown build option {key!r}")
+                raise InputError(f"unknown build option {key!r}")
             fields[key] = tuple(value) if isinstance(value, (list, tuple)) else value
         return BuildOptions(**fields)
 
@@ -139,15 +134,15 @@ def parse_target(name: str) -> Target:
     if match:
         port = int(match["port"])
         if not 0 < port < 65536:
-            raise UserError(f"RPC address {name!r}: port must be 1..65535")
+            raise TargetError(f"RPC address {name!r}: port must be 1..65535")
         remote = match["target"] or "cpu-generic"
         if remote not in CPU_TARGETS or remote == "cpu":
-            raise UserError(f"RPC address {name!r}: remote target must be one of cpu-generic, cpu-avx2, cpu-avx512")
+            raise TargetError(f"RPC address {name!r}: remote target must be one of cpu-generic, cpu-avx2, cpu-avx512")
         inner = parse_target(remote)
         return Target(name, inner.spec, "rpc", match["host"], port)
     if name.startswith("rpc:"):
-        raise UserError(f"bad RPC address {name!r}: expected rpc://HOST:PORT or rpc://HOST:PORT/TARGET")
-    raise UserError(f"unknown target {name!r} (known: {', '.join(known_target_names())})")
+        raise TargetError(f"bad RPC address {name!r}: expected rpc://HOST:PORT or rpc://HOST:PORT/TARGET")
+    raise TargetError(f"unknown target {name!r} (known: {', '.join(known_target_names())})")
 
 
 def cuda_arch() -> str:
@@ -167,10 +162,10 @@ def check_runnable(target: Target) -> None:
         import tvm
 
         if not tvm.cuda(0).exist:
-            raise UserError("target 'cuda': built fine, but this machine has no CUDA GPU to run it on")
+            raise TargetError("target 'cuda': built fine, but this machine has no CUDA GPU to run it on")
     missing = [f for f in CPU_FEATURES.get(target.name, ()) if f not in host_cpu_flags()]
     if missing and host_cpu_flags():
-        raise UserError(f"target {target.name!r} needs CPU features this machine lacks: {', '.join(missing)}")
+        raise TargetError(f"target {target.name!r} needs CPU features this machine lacks: {', '.join(missing)}")
 
 
 def relax_pipeline(target: Target, options: BuildOptions):
@@ -179,12 +174,9 @@ def relax_pipeline(target: Target, options: BuildOptions):
     from tvm import relax
 
     passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
-    # Optional passes are always listed; PassContext(disabled_pass=...) switches them off,
-    # so what runs is exactly options.passes().
-    passes.append(relax.transform.FastMathTransform())
-    passes += [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
-    passes.append(relax.transform.FoldConstant())
-    passes += [relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    # Every pass of the table is listed; PassContext(disabled_pass=...) switches the
+    # optional ones off, so what runs is exactly options.passes().
+    passes += [getattr(relax.transform, spec.name)() for spec in PIPELINE]
     if target.spec["kind"] == "cuda":
         from tvm.s_tir import dlight as dl
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import operators
+from reports import schema
+
 from . import __version__
-from .errors import UserError
+from .errors import InputError
 from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .images import ImageSet, load_image_set, thumbnail_uri
 from .isolation import DONE, run_isolated
 from .loading import load_program
-from .runners import check_rpc_reachable
 from .outputs import prepare_out_dir, write_csv, write_json
 from .program import Program
-from .variants import Variant, parse_variant, parse_variant_list
-
-COMPARISON_COLUMNS = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine"]
+from .runners import Variant, parse_variant, parse_variant_list, runner_class, runner_ref
 
 
 @dataclass
@@ -59,8 +59,6 @@ def label_indices(images: ImageSet, labels: list[str]) -> np.ndarray | None:
 
 
 def compare_pair(ref: VariantResult, other: VariantResult) -> dict:
-    import operators
-
     values = operators.compare_outputs(ref.output.logits, other.output.logits,
                                        ref.output.latencies, other.output.latencies, k=5)
     return {k: float(v) for k, v in values.items()}
@@ -75,7 +73,8 @@ def run_variants(program: Program, images_spec: str, images: ImageSet, variants:
         for v in variants:
             results[v.text] = run_variant(program, v, batch)
         return results
-    args = [(program.spec, pretrained, program.preset, images_spec, v.text) for v in variants]
+    # Each job carries its runner's class reference: runners registered here reach the workers.
+    args = [(program.spec, pretrained, program.preset, images_spec, v.text, runner_ref(v.kind)) for v in variants]
     for outcome in run_isolated(run_variant_job, args, jobs=jobs):
         text = variants[outcome.index].text
         if outcome.status == DONE:
@@ -92,10 +91,9 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     baseline = parse_variant(baseline_text)
     variants = [v for v in parse_variant_list(variants_text) if v.text != baseline.text]
     if not variants:
-        raise UserError("--variants names no variant other than the baseline")
+        raise InputError("--variants names no variant other than the baseline")
     for v in [baseline] + variants:
-        if v.kind == "tvm" and v.target.device == "rpc":
-            check_rpc_reachable(v.target.rpc_host, v.target.rpc_port)
+        runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
     program = model if isinstance(model, Program) else load_program(model, pretrained, preset)
     out_dir = prepare_out_dir(Path(out_dir))
@@ -103,7 +101,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     results = run_variants(program, images_spec, images, ordered, pretrained, jobs)
     errors = {name: r.error for name, r in results.items() if r.error}
     if baseline.text in errors:
-        raise UserError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
+        raise InputError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
     truth = label_indices(images, program.labels)
     ok = [v.text for v in ordered if not results[v.text].error]
     table = _comparison_table(results, baseline.text, [v.text for v in variants], truth)
@@ -117,19 +115,25 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
         "preset": program.preset, "notes": program.notes, "errors": errors,
         "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
+        "metrics": operators.CATALOGUE.describe(),
     }
-    write_csv(out_dir / "comparison.csv", table)
-    write_json(out_dir / "comparison.json", _records(table))
-    write_csv(out_dir / "pairwise.csv", pairwise)
-    write_csv(out_dir / "per_image.csv", per_image)
-    write_json(out_dir / "per_image.json", _records(per_image))
-    write_json(out_dir / "images.json", [{"name": n, "label": lab, "thumbnail": thumbnail_uri(img)}
-                                         for n, img, lab in zip(images.names, images.images, images.labels)])
-    write_json(out_dir / "run.json", meta)
+    write_csv(out_dir / f"{schema.COMPARISON}.csv", table)
+    write_json(out_dir / f"{schema.COMPARISON}.json", _records(table))
+    write_csv(out_dir / schema.PAIRWISE_CSV, pairwise)
+    write_csv(out_dir / f"{schema.PER_IMAGE}.csv", per_image)
+    write_json(out_dir / f"{schema.PER_IMAGE}.json", _records(per_image))
+    write_json(out_dir / schema.IMAGES_JSON, image_records(images))
+    write_json(out_dir / schema.RUN_JSON, meta)
     if render:
         render_report(out_dir)
     user_errors = {name: r.error for name, r in results.items() if r.user_error}
     return Comparison(out_dir, table, per_image, pairwise, errors, user_errors)
+
+
+def image_records(images: ImageSet) -> list[dict]:
+    """images.json: name, label and a small thumbnail of every image."""
+    return [{"name": n, "label": lab, "thumbnail": thumbnail_uri(img)}
+            for n, img, lab in zip(images.names, images.images, images.labels)]
 
 
 def render_report(out_dir: Path) -> Path | None:
@@ -150,16 +154,13 @@ def _latency_stats(r: VariantResult) -> dict:
 
 
 def _comparison_table(results, baseline: str, variants: list[str], truth) -> pd.DataFrame:
-    import operators
-
     ref = results[baseline]
     rows = []
     for name in [baseline] + variants:
         r = results[name]
         row = {"variant": name, "baseline": baseline}
         if r.error:
-            row.update({c: math.nan for c in COMPARISON_COLUMNS + ["latency_ratio", "latency_ms_median",
-                                                                    "latency_ms_p10", "latency_ms_p90"]})
+            row.update({c: math.nan for c in [*operators.CATALOGUE.names(), *schema.LATENCY_COLUMNS]})
             row["error"] = r.error
         else:
             row.update(compare_pair(ref, r))
@@ -168,19 +169,12 @@ def _comparison_table(results, baseline: str, variants: list[str], truth) -> pd.
         row["accuracy"] = float(operators.accuracy(r.output.logits, truth)) if truth is not None and not r.error else math.nan
         row["build_s"] = round(r.build_s, 3)
         rows.append(row)
-    cols = ["variant", "baseline"] + COMPARISON_COLUMNS + ["latency_ms_median", "latency_ms_p10", "latency_ms_p90",
-                                                          "latency_ratio", "accuracy", "build_s", "error"]
-    return pd.DataFrame(rows)[cols]
+    return pd.DataFrame(rows)[schema.comparison_columns(operators.CATALOGUE.describe())]
 
 
 def _pairwise_table(results, names: list[str]) -> pd.DataFrame:
-    rows = []
-    for a in names:
-        for b in names:
-            row = {"variant_a": a, "variant_b": b}
-            row.update(compare_pair(results[a], results[b]))
-            rows.append(row)
-    return pd.DataFrame(rows)
+    rows = [{"variant_a": a, "variant_b": b, **compare_pair(results[a], results[b])} for a in names for b in names]
+    return pd.DataFrame(rows, columns=schema.pairwise_columns(operators.CATALOGUE.describe()))
 
 
 def _per_image_table(results, names: list[str], baseline: str, images: ImageSet, labels: list[str]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Campaign configuration: a TOML file read into a checked `CampaignConfig`.
 
-Every problem is reported as a `UserError` that names the key (``stacks[1].target``,
+Every problem is reported as a `ConfigError` that names the key (``stacks[1].target``,
 ``mutants.operators.tir_foo``) before any model is loaded or any job started.
 See examples/*.toml for annotated configs.
 """
@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .build import OPTIONAL_PASSES, BuildOptions, Target, parse_target
-from .errors import UserError
+from .errors import ConfigError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_PER_IMAGE_CAP = 50
 SELECTION_KEYS = {"every", "positions", "sample", "seed"}
-TOP_LEVEL_KEYS = {"model", "images", "mutants", "stacks", "kill", "run", "faults"}
+TOP_LEVEL_KEYS = {"model", "images", "mutants", "stacks", "kill", "run"}
 MAX_REPEATS = 20
-# Fault injection for testing the engine itself: segfault, hang and raise stop the job;
-# unstable perturbs the outputs of every inference pass after the first.
-FAULT_KINDS = ("segfault", "hang", "raise", "unstable")
 
 
 @dataclass(frozen=True)
@@ -32,10 +29,16 @@ class StackSpec:
     name: str
     target_name: str
     options: BuildOptions
+    runner: str = "tvm"  # the runner table's name for this stack's framework path
 
     @property
     def target(self) -> Target:
         return parse_target(self.target_name)
+
+    @property
+    def variant_text(self) -> str:
+        """The stack as a variant (`tvm:cpu:O2`); the job carries its full build options beside it."""
+        return f"{self.runner}:{self.target_name}:O{self.options.opt_level}"
 
     def describe(self) -> dict:
         return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
@@ -58,7 +61,6 @@ class CampaignConfig:
     per_image_cap: int
     keep_artifacts: bool = False  # export every build to RUN_DIR/cache (costs about a build's time)
     repeats: int = 1  # inference passes per build; outputs that differ between passes flag the build unstable
-    faults: dict = field(default_factory=dict)  # FAULT_KINDS -> set of mutant ids
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
 
@@ -74,11 +76,11 @@ def load_config(path: Path) -> CampaignConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise UserError(f"cannot read config {str(path)!r}: {err.strerror or err}") from None
+        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror or err}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise UserError(f"config {str(path)!r} is not valid TOML: {err}") from None
+        raise ConfigError(f"config {str(path)!r} is not valid TOML: {err}") from None
     return parse_config(raw, base_dir=path.parent, source=str(path))
 
 
@@ -86,7 +88,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     """Check every key of a config dict; relative model paths are resolved against base_dir."""
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
-        raise UserError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+        raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     model, pretrained, preset = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
@@ -98,21 +100,20 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
     keep = run.get("keep_artifacts", False)
     if not isinstance(keep, bool):
-        raise UserError("config key 'run.keep_artifacts': expected true or false")
+        raise ConfigError("config key 'run.keep_artifacts': expected true or false")
     repeats = int(_number(run, "repeats", 1, "run.repeats", minimum=1, integer=True))
     if repeats > MAX_REPEATS:
-        raise UserError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
-    faults = _faults(raw.get("faults", {}))
+        raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, repeats, faults, raw, source)
+                          timeout, jobs, cap, keep, repeats, raw, source)
 
 
 def _table(value, key: str, allowed: set[str]) -> dict:
     if not isinstance(value, dict):
-        raise UserError(f"config key {key!r}: expected a table, got {type(value).__name__}")
+        raise ConfigError(f"config key {key!r}: expected a table, got {type(value).__name__}")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise UserError(f"config key '{key}.{unknown[0]}': unknown key (known: {', '.join(sorted(allowed))})")
+        raise ConfigError(f"config key '{key}.{unknown[0]}': unknown key (known: {', '.join(sorted(allowed))})")
     return value
 
 
@@ -120,10 +121,10 @@ def _string(table: dict, name: str, key: str, default=None, required=False) -> s
     value = table.get(name, default)
     if value is None:
         if required:
-            raise UserError(f"config key {key!r} is missing")
+            raise ConfigError(f"config key {key!r} is missing")
         return None
     if not isinstance(value, str) or not value.strip():
-        raise UserError(f"config key {key!r}: expected a non-empty string, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected a non-empty string, got {value!r}")
     return value.strip()
 
 
@@ -131,9 +132,9 @@ def _number(table: dict, name: str, default, key: str, minimum=None, integer=Fal
     value = table.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
-        raise UserError(f"config key {key!r}: expected {kind}, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected {kind}, got {value!r}")
     if minimum is not None and value < minimum:
-        raise UserError(f"config key {key!r}: must be at least {minimum:g}, got {value!r}")
+        raise ConfigError(f"config key {key!r}: must be at least {minimum:g}, got {value!r}")
     return value
 
 
@@ -142,7 +143,7 @@ def _model(raw: dict, base_dir: Path):
     from .loading import PRETRAINED_CHOICES, TORCHVISION_MODELS
 
     if "model" not in raw:
-        raise UserError("config key 'model' is missing (e.g. [model] spec = \"digits\")")
+        raise ConfigError("config key 'model' is missing (e.g. [model] spec = \"digits\")")
     table = raw["model"]
     if isinstance(table, str):
         table = {"spec": table}
@@ -150,26 +151,26 @@ def _model(raw: dict, base_dir: Path):
     spec = _string(table, "spec", "model.spec", required=True)
     pretrained = _string(table, "pretrained", "model.pretrained", default="auto")
     if pretrained not in PRETRAINED_CHOICES:
-        raise UserError(f"config key 'model.pretrained': must be one of {', '.join(PRETRAINED_CHOICES)}, not {pretrained!r}")
+        raise ConfigError(f"config key 'model.pretrained': must be one of {', '.join(PRETRAINED_CHOICES)}, not {pretrained!r}")
     preset = _string(table, "preset", "model.preset")
     if preset is not None and preset not in PRESETS:
-        raise UserError(f"config key 'model.preset': unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     if spec in ("digits", "bundled:digits"):
         return spec, pretrained, preset
     if spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
         if name not in TORCHVISION_MODELS:
-            raise UserError(f"config key 'model.spec': unknown torchvision model {name!r} "
+            raise ConfigError(f"config key 'model.spec': unknown torchvision model {name!r} "
                             f"(known: {', '.join(TORCHVISION_MODELS)})")
         return spec, pretrained, preset
     path = Path(spec).expanduser()
     if not path.is_absolute():
         path = (base_dir / path).resolve()
     if path.suffix.lower() not in (".onnx", ".pt2"):
-        raise UserError(f"config key 'model.spec': {spec!r} is not a known model "
+        raise ConfigError(f"config key 'model.spec': {spec!r} is not a known model "
                         "(give digits, torchvision:NAME, or a .onnx / .pt2 file)")
     if not path.is_file():
-        raise UserError(f"config key 'model.spec': model file {str(path)!r} does not exist")
+        raise ConfigError(f"config key 'model.spec': model file {str(path)!r} does not exist")
     return str(path), pretrained, preset
 
 
@@ -178,7 +179,7 @@ def _images(raw: dict, base_dir: Path) -> str:
 
     table = raw.get("images")
     if table is None:
-        raise UserError("config key 'images' is missing (e.g. [images] spec = \"digits:40\")")
+        raise ConfigError("config key 'images' is missing (e.g. [images] spec = \"digits:40\")")
     if isinstance(table, str):
         table = {"spec": table}
     table = _table(table, "images", {"spec"})
@@ -186,13 +187,13 @@ def _images(raw: dict, base_dir: Path) -> str:
     base, _, count = spec.partition(":")
     if base in BUNDLED_SETS:
         if count and (not count.isdigit() or int(count) < 1):
-            raise UserError(f"config key 'images.spec': the count after ':' must be a positive integer, not {count!r}")
+            raise ConfigError(f"config key 'images.spec': the count after ':' must be a positive integer, not {count!r}")
         return spec
     path = Path(spec).expanduser()
     if not path.is_absolute():
         path = (base_dir / path).resolve()
     if not path.is_dir():
-        raise UserError(f"config key 'images.spec': {spec!r} is neither a bundled set "
+        raise ConfigError(f"config key 'images.spec': {spec!r} is neither a bundled set "
                         f"({', '.join(BUNDLED_SETS)}) nor an image folder")
     return str(path)
 
@@ -204,19 +205,19 @@ def parse_selection(value, key: str):
     if isinstance(value, str):
         if value in ("all", "first", "last"):
             return Selection(mode=value)
-        raise UserError(f"config key {key!r}: bad selection {value!r} (use \"all\", \"first\", \"last\", "
+        raise ConfigError(f"config key {key!r}: bad selection {value!r} (use \"all\", \"first\", \"last\", "
                         "{every = K}, {positions = [..]} or {sample = N, seed = S})")
     if not isinstance(value, dict):
-        raise UserError(f"config key {key!r}: bad selection {value!r}")
+        raise ConfigError(f"config key {key!r}: bad selection {value!r}")
     unknown = sorted(set(value) - SELECTION_KEYS)
     if unknown:
-        raise UserError(f"config key '{key}.{unknown[0]}': unknown selection key (known: every, positions, sample, seed)")
+        raise ConfigError(f"config key '{key}.{unknown[0]}': unknown selection key (known: every, positions, sample, seed)")
     modes = [m for m in ("every", "positions", "sample") if m in value]
     if len(modes) != 1:
-        raise UserError(f"config key {key!r}: give exactly one of every, positions, sample")
+        raise ConfigError(f"config key {key!r}: give exactly one of every, positions, sample")
     mode = modes[0]
     if "seed" in value and mode != "sample":
-        raise UserError(f"config key '{key}.seed': only a sample takes a seed")
+        raise ConfigError(f"config key '{key}.seed': only a sample takes a seed")
     if mode == "every":
         k = _number(value, "every", None, f"{key}.every", minimum=1, integer=True)
         return Selection(mode="every", k=k)
@@ -224,7 +225,7 @@ def parse_selection(value, key: str):
         positions = value["positions"]
         if not isinstance(positions, list) or not positions or \
                 any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
-            raise UserError(f"config key '{key}.positions': expected a non-empty list of site indices >= 0")
+            raise ConfigError(f"config key '{key}.positions': expected a non-empty list of site indices >= 0")
         return Selection(mode="positions", positions=tuple(positions))
     n = _number(value, "sample", None, f"{key}.sample", minimum=1, integer=True)
     seed = _number(value, "seed", 0, f"{key}.seed", integer=True)
@@ -238,10 +239,10 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     levels = table.get("levels")
     if levels is not None:
         if not isinstance(levels, list) or not levels:
-            raise UserError("config key 'mutants.levels': expected a non-empty list")
+            raise ConfigError("config key 'mutants.levels': expected a non-empty list")
         for lv in levels:
             if lv not in mutators.LEVELS:
-                raise UserError(f"config key 'mutants.levels': unknown level {lv!r} (known: {', '.join(mutators.LEVELS)})")
+                raise ConfigError(f"config key 'mutants.levels': unknown level {lv!r} (known: {', '.join(mutators.LEVELS)})")
     default = parse_selection(table.get("select", "all"), "mutants.select")
     known = {op.name: op for op in mutators.catalogue()}
     requested = table.get("operators")
@@ -251,29 +252,29 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
         chosen = {}
         for name in requested:
             if not isinstance(name, str):
-                raise UserError(f"config key 'mutants.operators': expected operator names, got {name!r}")
+                raise ConfigError(f"config key 'mutants.operators': expected operator names, got {name!r}")
             chosen[name] = default
     elif isinstance(requested, dict):
         chosen = {name: (default if sel == "default" else parse_selection(sel, f"mutants.operators.{name}"))
                   for name, sel in requested.items()}
     else:
-        raise UserError("config key 'mutants.operators': expected a list of names or a table name -> selection")
+        raise ConfigError("config key 'mutants.operators': expected a list of names or a table name -> selection")
     for name in chosen:
         if name not in known:
-            raise UserError(f"config key 'mutants.operators': unknown operator {name!r} "
+            raise ConfigError(f"config key 'mutants.operators': unknown operator {name!r} "
                             f"(see `mutatenn mutants --list-operators`)")
     if levels is not None:
         chosen = {n: s for n, s in chosen.items() if known[n].level in levels}
     if not chosen:
-        raise UserError("config key 'mutants': selects no operator")
+        raise ConfigError("config key 'mutants': selects no operator")
     return levels, chosen
 
 
 def _stacks(value) -> list[StackSpec]:
     if value is None:
-        raise UserError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
+        raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
-        raise UserError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
+        raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
     out, names = [], set()
     for i, table in enumerate(value):
         key = f"stacks[{i}]"
@@ -281,21 +282,21 @@ def _stacks(value) -> list[StackSpec]:
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
-        except UserError as err:
-            raise UserError(f"config key '{key}.target': {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"config key '{key}.target': {err}") from None
         level = _number(table, "opt_level", 2, f"{key}.opt_level", integer=True)
         if level not in (0, 1, 2, 3):
-            raise UserError(f"config key '{key}.opt_level': must be 0..3, got {level!r}")
+            raise ConfigError(f"config key '{key}.opt_level': must be 0..3, got {level!r}")
         disabled = table.get("disabled_passes", [])
         if not isinstance(disabled, list) or any(p not in OPTIONAL_PASSES for p in disabled):
-            raise UserError(f"config key '{key}.disabled_passes': expected a list of {', '.join(OPTIONAL_PASSES)}")
+            raise ConfigError(f"config key '{key}.disabled_passes': expected a list of {', '.join(OPTIONAL_PASSES)}")
         fast_math = table.get("fast_math")
         if fast_math is not None and not isinstance(fast_math, bool):
-            raise UserError(f"config key '{key}.fast_math': expected true or false")
+            raise ConfigError(f"config key '{key}.fast_math': expected true or false")
         options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math)
         name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
         if name in names:
-            raise UserError(f"config key '{key}.name': stack name {name!r} is used twice")
+            raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
         out.append(StackSpec(name, target, options))
     return out
@@ -311,14 +312,4 @@ def _criterion(table):
     try:
         return operators.parse_criterion(text)
     except ValueError as err:
-        raise UserError(f"config key 'kill.criterion': {err}") from None
-
-
-def _faults(table) -> dict:
-    table = _table(table, "faults", set(FAULT_KINDS))
-    out = {}
-    for kind, ids in table.items():
-        if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids):
-            raise UserError(f"config key 'faults.{kind}': expected a list of mutant ids")
-        out[kind] = set(ids)
-    return out
+        raise ConfigError(f"config key 'kill.criterion': {err}") from None

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import functools
-import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .build import build_artifact
-from .errors import UserError
+from .errors import InputError, first_line
 from .images import ImageSet, load_image_set, preprocess
 from .loading import load_program
 from .program import Program
-from .runners import RunOutput, export_torch_to_onnx, run_onnxruntime, run_torch, run_tvm
-from .variants import Variant, parse_variant
+from .runners import RunOutput, Variant, make_runner, parse_variant
 
 
 @dataclass
@@ -31,34 +26,14 @@ class VariantResult:
 
 def input_batch(program: Program, images: ImageSet) -> np.ndarray:
     """The image set preprocessed into the program's input layout, one row per image."""
-    shape = program.input.shape
-    return preprocess(images, program.preset, shape, program.input.layout)
+    return preprocess(images, program.preset, program.input.shape, program.input.layout)
 
 
-def run_variant(program: Program, variant: Variant, batch: np.ndarray) -> VariantResult:
-    """Build (if TVM) and run one variant; user errors propagate, nothing else is caught."""
-    result = VariantResult(variant.text)
-    if variant.kind == "tvm":
-        start = time.perf_counter()
-        executable = build_artifact(program.mod, variant.target, variant.options)
-        result.build_s = time.perf_counter() - start
-        result.output = run_tvm(executable, variant.target, batch)
-    elif variant.kind == "torch":
-        if program.framework != "torch" or program.native is None:
-            raise UserError(f"variant 'torch' needs a PyTorch model; {program.spec!r} is a {program.framework} model")
-        result.output = run_torch(program.native, batch)
-    elif variant.kind == "onnxruntime":
-        if program.framework == "onnx":
-            result.output = run_onnxruntime(Path(program.spec), batch, program.input.name)
-        elif program.framework == "torch" and program.native is not None:
-            with tempfile.TemporaryDirectory(prefix="mutatenn-onnx-") as tmp:
-                start = time.perf_counter()
-                path = export_torch_to_onnx(program.native, program.input.shape, Path(tmp) / "model.onnx")
-                result.build_s = time.perf_counter() - start
-                result.output = run_onnxruntime(path, batch)
-        else:
-            raise UserError(f"variant 'onnxruntime' cannot run a {program.framework} model")
-    return result
+def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_ref: str | None = None) -> VariantResult:
+    """Prepare and run one variant through its runner; errors propagate."""
+    runner = make_runner(variant, program, ref=runner_ref)
+    build_s = runner.prepare()
+    return VariantResult(variant.text, runner.run(batch), build_s)
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,14 +51,14 @@ def cached_images(spec: str) -> ImageSet:
     return load_image_set(spec)
 
 
-def run_variant_job(model: str, pretrained: str, preset: str | None, images: str, variant_text: str) -> VariantResult:
+def run_variant_job(model: str, pretrained: str, preset: str | None, images: str, variant_text: str,
+                    runner_ref: str | None = None) -> VariantResult:
     """Worker entry point: everything is rebuilt from plain strings (IRModules cannot be pickled)."""
     try:
         program = cached_program(model, pretrained, preset)
         batch = input_batch(program, cached_images(images))
-        return run_variant(program, parse_variant(variant_text), batch)
-    except UserError as err:
+        return run_variant(program, parse_variant(variant_text, runner_ref), batch, runner_ref)
+    except InputError as err:
         return VariantResult(variant_text, error=str(err), user_error=True)
-    except Exception as err:
-        return VariantResult(variant_text, error=f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
-                             log=traceback.format_exc()[-4000:])
+    except Exception as err:  # a crash of this variant is its result, not the end of the comparison
+        return VariantResult(variant_text, error=first_line(err), log=traceback.format_exc()[-4000:])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import ImageSetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BUNDLED_SETS = {
@@ -56,7 +56,7 @@ def load_image_set(spec: str) -> ImageSet:
         images = _bundled(base)
         if count:
             if not count.isdigit() or int(count) < 1:
-                raise UserError(f"image set {spec!r}: the count after ':' must be a positive integer")
+                raise ImageSetError(f"image set {spec!r}: the count after ':' must be a positive integer")
             images = images.head(int(count))
         return images
     return load_folder(Path(spec))
@@ -66,9 +66,9 @@ def load_folder(path: Path) -> ImageSet:
     """jpg/png files of a folder, sorted; files in class sub-folders get that class as label."""
     if not path.exists():
         known = ", ".join(BUNDLED_SETS)
-        raise UserError(f"image set {str(path)!r} is neither a folder nor a bundled set ({known})")
+        raise ImageSetError(f"image set {str(path)!r} is neither a folder nor a bundled set ({known})")
     if not path.is_dir():
-        raise UserError(f"image set {str(path)!r} is not a folder")
+        raise ImageSetError(f"image set {str(path)!r} is not a folder")
     entries: list[tuple[str, Path, str | None]] = []
     for item in sorted(path.iterdir()):
         if item.name.startswith("."):
@@ -81,11 +81,11 @@ def load_folder(path: Path) -> ImageSet:
         else:
             entries.append((item.name, item, None))
     if not entries:
-        raise UserError(f"image folder {str(path)!r} holds no images")
+        raise ImageSetError(f"image folder {str(path)!r} holds no images")
     names, images, labels = [], [], []
     for name, file, label in entries:
         if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
-            raise UserError(f"{str(file)!r} is not a jpg or png image")
+            raise ImageSetError(f"{str(file)!r} is not a jpg or png image")
         images.append(read_image(file))
         names.append(name)
         labels.append(label)
@@ -102,7 +102,7 @@ def read_image(file: Path) -> np.ndarray:
             img.load()
             return _as_uint8(img)
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"cannot read image {str(file)!r}: {err}") from None
+        raise ImageSetError(f"cannot read image {str(file)!r}: {err}") from None
 
 
 def _as_uint8(img) -> np.ndarray:
@@ -165,7 +165,7 @@ def _resize_shorter_and_crop(img: np.ndarray, height: int, width: int, scale: fl
 def preprocess(images: ImageSet, preset: str, shape: tuple[int, ...], layout: str = "NCHW") -> np.ndarray:
     """All images of a set as one float32 batch of ``shape[1:]`` items, by ``preset``."""
     if preset not in PRESETS:
-        raise UserError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise ImageSetError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
     if layout == "NCHW":
         channels, height, width = shape[1], shape[2], shape[3]
     else:

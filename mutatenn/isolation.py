@@ -7,13 +7,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-CRASHED, TIMED_OUT, DONE = "crashed", "timed_out", "done"
+from .errors import first_line
+from .records import JobStatus
+
+DONE, CRASHED, TIMED_OUT = JobStatus.DONE, JobStatus.CRASHED, JobStatus.TIMED_OUT
 
 
 @dataclass
 class Outcome:
+    """How one call in a worker process ended; ``value`` is its return value when DONE."""
+
     index: int
-    status: str  # done, crashed or timed_out
+    status: JobStatus
     value: Any = None
     reason: str = ""
     seconds: float = 0.0
@@ -26,13 +31,12 @@ def _executor(jobs: int, restart: bool = False):
 
 
 def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    detail = text[0] if text else ""
     name = type(err).__name__
     if "TerminatedWorkerError" in name or "BrokenProcessPool" in name:
-        detail = detail or "the worker process died"
+        text = str(err).strip().splitlines()
+        detail = text[0] if text else "the worker process died"
         return f"worker process died (segfault, abort or out-of-memory kill): {detail}"[:500]
-    return f"{name}: {detail}"[:500]
+    return first_line(err)
 
 
 def run_isolated(func: Callable, argument_lists: Iterable[tuple], jobs: int = 1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from .errors import ModelError
 from .program import InputSpec, Program
 
 TORCHVISION_MODELS = (
@@ -28,7 +28,7 @@ class UntrainedWeightsWarning(UserWarning):
 def load_program(spec: str, pretrained: str = "auto", preset: str | None = None) -> Program:
     """Import the model named by ``spec`` into Relax. Never downloads anything."""
     if pretrained not in PRETRAINED_CHOICES:
-        raise UserError(f"--pretrained must be one of {', '.join(PRETRAINED_CHOICES)}, not {pretrained!r}")
+        raise ModelError(f"--pretrained must be one of {', '.join(PRETRAINED_CHOICES)}, not {pretrained!r}")
     if spec in ("digits", "bundled:digits"):
         program = load_digits()
     elif spec.startswith("torchvision:"):
@@ -41,17 +41,17 @@ def load_program(spec: str, pretrained: str = "auto", preset: str | None = None)
         elif suffix == ".pt2":
             program = load_exported_program(path)
         elif suffix in (".keras", ".h5", ".tflite") or spec.startswith("keras:"):
-            raise UserError(f"model {spec!r}: Keras, TensorFlow and TFLite models are not supported yet")
+            raise ModelError(f"model {spec!r}: Keras, TensorFlow and TFLite models are not supported yet")
         else:
             names = ", ".join(f"torchvision:{n}" for n in TORCHVISION_MODELS[:3])
-            raise UserError(
+            raise ModelError(
                 f"model {spec!r} is not a known model: give 'digits', a .onnx or .pt2 file, or {names}, …"
             )
     if preset:
         from .images import PRESETS
 
         if preset not in PRESETS:
-            raise UserError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
+            raise ModelError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
         program.preset = preset
     return program
 
@@ -75,7 +75,7 @@ def program_from_torch(model, input_shape: tuple[int, ...], name: str = "torch-m
         with torch.no_grad():
             exported = torch.export.export(model, (example,))
     except Exception as err:  # export failures name the torch-level problem
-        raise UserError(f"torch.export failed for {name}: {_first_line(err)}") from err
+        raise ModelError(f"torch.export failed for {name}: {_first_line(err)}") from err
     program = program_from_exported(exported, name=name, spec=spec or f"module:{name}", preset=preset, labels=labels)
     program.native = model
     return program
@@ -87,16 +87,16 @@ def program_from_exported(exported, name: str, spec: str, preset: str = "imagene
 
     placeholders = [s for s in exported.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(placeholders) != 1:
-        raise UserError(f"model {spec!r} takes {len(placeholders)} inputs; MutateNN needs exactly one image input")
+        raise ModelError(f"model {spec!r} takes {len(placeholders)} inputs; MutateNN needs exactly one image input")
     node = next(n for n in exported.graph.nodes if n.op == "placeholder" and n.name == placeholders[0].arg.name)
     meta = node.meta.get("val")
     shape = tuple(int(d) for d in meta.shape)
     if len(shape) != 4:
-        raise UserError(f"model {spec!r} input has shape {shape}; MutateNN needs a 4-d image batch (N, C, H, W)")
+        raise ModelError(f"model {spec!r} input has shape {shape}; MutateNN needs a 4-d image batch (N, C, H, W)")
     try:
         mod = from_exported_program(exported, keep_params_as_input=False, unwrap_unit_return_tuple=True)
     except Exception as err:
-        raise UserError(f"TVM cannot import {spec!r}: {_first_line(err)}") from err
+        raise ModelError(f"TVM cannot import {spec!r}: {_first_line(err)}") from err
     mod = _single_output(mod, spec)
     num_classes = _output_classes(mod)
     return Program(name=name, spec=spec, mod=mod, input=InputSpec("input", shape, "float32", "NCHW"),
@@ -110,7 +110,7 @@ def load_exported_program(path: Path) -> Program:
     try:
         exported = torch.export.load(str(path))
     except Exception as err:
-        raise UserError(f"cannot read exported program {str(path)!r}: {_first_line(err)}") from None
+        raise ModelError(f"cannot read exported program {str(path)!r}: {_first_line(err)}") from None
     program = program_from_exported(exported, name=path.stem, spec=str(path))
     program.native = exported.module()
     return program
@@ -127,7 +127,7 @@ def torchvision_weights_file(name: str) -> tuple[Path, object]:
 
 def load_torchvision(name: str, pretrained: str = "auto") -> Program:
     if name not in TORCHVISION_MODELS:
-        raise UserError(f"unknown torchvision model {name!r} (known: {', '.join(TORCHVISION_MODELS)})")
+        raise ModelError(f"unknown torchvision model {name!r} (known: {', '.join(TORCHVISION_MODELS)})")
     import torch
     import torchvision
 
@@ -140,7 +140,7 @@ def load_torchvision(name: str, pretrained: str = "auto") -> Program:
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         notes.append(f"pretrained weights from {file}")
     elif pretrained == "require":
-        raise UserError(f"pretrained weights for {name} are not in the local cache: expected {file} "
+        raise ModelError(f"pretrained weights for {name} are not in the local cache: expected {file} "
                         "(MutateNN never downloads; place the file there)")
     else:
         message = (f"{name}: pretrained weights not found at {file}; using seeded random weights "
@@ -163,14 +163,14 @@ def load_onnx(path: Path) -> Program:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:
-        raise UserError(f"{str(path)!r} is not a valid ONNX model: {_first_line(err)}") from None
+        raise ModelError(f"{str(path)!r} is not a valid ONNX model: {_first_line(err)}") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise UserError(f"ONNX model {str(path)!r} has {len(inputs)} inputs; MutateNN needs exactly one image input")
+        raise ModelError(f"ONNX model {str(path)!r} has {len(inputs)} inputs; MutateNN needs exactly one image input")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
-        raise UserError(f"ONNX model {str(path)!r} input {inputs[0].name!r} has rank {len(dims)}; "
+        raise ModelError(f"ONNX model {str(path)!r} input {inputs[0].name!r} has rank {len(dims)}; "
                         "MutateNN needs a 4-d image batch")
     layout = "NHWC" if dims[3] in (1, 3) and dims[1] not in (1, 3) else "NCHW"
     default_hw = 224
@@ -183,7 +183,7 @@ def load_onnx(path: Path) -> Program:
     try:
         mod = from_onnx(model, shape_dict={inputs[0].name: list(shape)}, keep_params_in_input=False)
     except Exception as err:
-        raise UserError(f"TVM cannot import ONNX model {str(path)!r}: {_first_line(err)}") from None
+        raise ModelError(f"TVM cannot import ONNX model {str(path)!r}: {_first_line(err)}") from None
     mod = _single_output(mod, str(path))
     num_classes = _output_classes(mod)
     return Program(name=path.stem, spec=str(path), mod=mod, input=InputSpec(inputs[0].name, shape, "float32", layout),
@@ -198,7 +198,7 @@ def _single_output(mod, spec: str):
     ret = func.body.body
     if isinstance(ret, relax.Tuple):
         if len(ret.fields) == 0:
-            raise UserError(f"model {spec!r} has no outputs")
+            raise ModelError(f"model {spec!r} has no outputs")
         new_body = relax.SeqExpr(func.body.blocks, ret.fields[0])
         func = relax.Function(func.params, new_body, attrs=func.attrs)
         mod = _replace_main(mod, func)
@@ -224,9 +224,9 @@ def _output_classes(mod) -> int:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise UserError(f"model file {str(path)!r} does not exist")
+        raise ModelError(f"model file {str(path)!r} does not exist")
     if not path.is_file():
-        raise UserError(f"model path {str(path)!r} is not a file")
+        raise ModelError(f"model path {str(path)!r} is not a file")
 
 
 def _first_line(err: BaseException) -> str:

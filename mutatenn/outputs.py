@@ -5,23 +5,23 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from .errors import OutputFolderError
 
 
 def prepare_out_dir(path: Path, allow_existing: bool = False) -> Path:
     """Create the output folder; refuse one that already holds results (nothing is overwritten)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"output path {str(path)!r} exists and is not a folder")
+        raise OutputFolderError(f"output path {str(path)!r} exists and is not a folder")
     if path.exists() and any(path.iterdir()) and not allow_existing:
-        raise UserError(f"output folder {str(path)!r} already holds files; choose a new --out (nothing was overwritten)")
+        raise OutputFolderError(f"output folder {str(path)!r} already holds files; choose a new --out (nothing was overwritten)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".mutatenn-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"cannot write to output folder {str(path)!r}: {err.strerror or err}") from None
+        raise OutputFolderError(f"cannot write to output folder {str(path)!r}: {err.strerror or err}") from None
     return path
 
 

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from .errors import UserError
+from .errors import OutputFolderError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,7 +58,7 @@ class ResultStore:
                     if name not in have:
                         self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except sqlite3.Error as err:
-            raise UserError(f"cannot open the result store {str(self.path)!r}: {err}") from None
+            raise OutputFolderError(f"cannot open the result store {str(self.path)!r}: {err}") from None
 
     def close(self) -> None:
         self.db.close()

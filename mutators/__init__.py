@@ -8,8 +8,11 @@ from .base import (  # noqa: F401
     LEVELS,
     NON_VIABLE,
     PENDING,
+    Example,
     Mutant,
+    MutantStatus,
     MutationOperator,
+    Outcome,
     Selection,
     Site,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import random
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Sequence
 
 import tvm
@@ -16,7 +17,20 @@ import tvm_ffi
 from tvm import relax
 
 LEVELS = ("graph", "tir", "pass", "weight")
-PENDING, EQUIVALENT, NON_VIABLE = "pending", "equivalent", "non_viable"
+
+
+class MutantStatus(str, Enum):
+    """What enumeration decides about a mutant before anything is built."""
+
+    PENDING = "pending"  # to be built and judged
+    EQUIVALENT = "equivalent"  # shown to compute what the original computes: never built
+    NON_VIABLE = "non_viable"  # the rewrite failed or gave ill-formed IR: never built
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PENDING, EQUIVALENT, NON_VIABLE = MutantStatus.PENDING, MutantStatus.EQUIVALENT, MutantStatus.NON_VIABLE
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class Mutant:
     level: str
     site_index: int
     site: str
-    status: str = PENDING
+    status: MutantStatus = PENDING
     reason: str = ""
     mod: Any = field(default=None, repr=False)  # mutated IRModule (None when non-viable)
     build_options: dict = field(default_factory=dict)  # overrides of the stack's build options
@@ -55,27 +69,79 @@ class Mutant:
             "level": self.level,
             "site_index": self.site_index,
             "site": self.site,
-            "status": self.status,
+            "status": self.status.value,
             "reason": self.reason,
             "hash": self.hash,
             "build_options": dict(self.build_options),
         }
 
 
+@dataclass(frozen=True)
+class Example:
+    """A worked example of an operator, run by one test for every operator: the mutant of
+    example program ``program`` (`mutators.examples.PROGRAMS`) at site ``site`` has the
+    status ``status`` and, when it is built, a diff whose removed lines contain ``before``
+    and whose added lines contain ``after``."""
+
+    program: str
+    site: int
+    before: str
+    after: str
+    status: str = "pending"
+
+
+@dataclass
+class Outcome:
+    """What an operator's ``mutate`` gives for one site: module (None when non-viable), hash, status."""
+
+    mod: Any
+    hash: str
+    status: MutantStatus = PENDING
+    reason: str = ""
+
+
 class MutationOperator:
-    """Base class of every operator. Subclasses set ``name``, ``level``, ``doc``."""
+    """Base class of every operator: the hooks the engine calls, and what each must do.
+
+    Subclasses set ``name``, ``level``, ``doc`` and implement ``sites`` and ``apply``.
+    ``mutate`` (status and hash of one mutant) has a sound default here (apply, lower,
+    compare); the level bases (`RelaxOperator`, `tir.TirOperator`,
+    `passes.PassOperator`) replace it with fast paths. ``examples`` gives worked
+    examples that tests/test_mutator_examples.py runs for every operator.
+    """
 
     name: str = ""
     level: str = ""
     doc: str = ""
+    works_on: str = "relax"  # "relax": sites of the Relax module; "lowered": of the LegalizeOps output
 
     def sites(self, mod: tvm.IRModule) -> list[Site]:
         """All sites of this operator in ``mod``, in a deterministic order."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement sites")
 
     def apply(self, mod: tvm.IRModule, site: Site) -> tvm.IRModule:
         """A new module with ``site`` mutated. May raise: the mutant is then non-viable."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement apply")
+
+    def mutate(self, mod: tvm.IRModule, site: Site, memo: dict) -> Outcome:
+        """The mutant at ``site``: module, hash, status. Never raises.
+
+        The default applies the rewrite, lowers both modules and compares them; ``memo``
+        lives for one enumeration (the lowered original is kept there)."""
+        if "lowered" not in memo:
+            memo["lowered"] = lower(mod)
+        try:
+            mutated = self.apply(mod, site)
+            mutated_lowered = lower(mutated)
+            # well_formed raises on some ill-formed modules and returns False on others.
+            if tvm.relax.analysis.well_formed(mutated_lowered) is False:
+                raise ValueError("mutated module is not well-formed")
+        except Exception as err:  # any failure of the rewrite makes the mutant non-viable
+            return Outcome(None, "", NON_VIABLE, error_reason(err))
+        if tvm_ffi.structural_equal(mutated_lowered, memo["lowered"]):
+            return Outcome(mutated, structural_hash_hex(mutated_lowered), EQUIVALENT,
+                           "lowered module structurally equal to the original")
+        return Outcome(mutated, structural_hash_hex(mutated_lowered))
 
     def build_options(self, site: Site) -> dict:
         """Build-option overrides this mutant needs (only pass-level operators use it)."""
@@ -84,6 +150,10 @@ class MutationOperator:
     def diff(self, original: tvm.IRModule, mutated: tvm.IRModule, site: Site) -> str:
         """Unified diff of the IR text, only the changed hunks."""
         return ir_diff(original, mutated)
+
+    def examples(self) -> list[Example]:
+        """Worked examples of this operator (see `Example`)."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -154,16 +224,6 @@ def mutant_id(operator: str, site_index: int) -> str:
 
 
 # ---------------------------------------------------------------- Relax-level fast path
-
-@dataclass
-class Outcome:
-    """What a fast path gives for one site: module (None when non-viable), hash, status."""
-
-    mod: Any
-    hash: str
-    status: str = PENDING
-    reason: str = ""
-
 
 def error_reason(err: BaseException) -> str:
     """One readable line from a TVM error (type inference errors dump the whole Op first)."""
@@ -307,7 +367,7 @@ def relax_program_hash(mod: tvm.IRModule, memo: dict | None = None) -> str:
 class RelaxOperator(MutationOperator):
     """An operator that rewrites ``main`` of the Relax module (graph and weight levels).
 
-    ``mutate_relax`` decides status and hash without lowering. Soundness of the
+    ``mutate`` decides status and hash without lowering. Soundness of the
     equivalence check: LegalizeOps is deterministic, so structurally equal Relax
     modules lower to equal modules (equivalent). The converse is taken for these
     operators: each rewrite that changes the Relax module changes a call, its op or
@@ -320,7 +380,7 @@ class RelaxOperator(MutationOperator):
     must not read constant values, because it is also applied to the skeleton.
     """
 
-    def mutate_relax(self, mod: tvm.IRModule, site: Site, memo: dict | None = None) -> Outcome:
+    def mutate(self, mod: tvm.IRModule, site: Site, memo: dict) -> Outcome:
         try:
             mutated = self.apply(mod, site)
             # Types were inferred while the rewrite was normalised (that raises on a

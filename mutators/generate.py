@@ -1,25 +1,11 @@
 """Turning (module, operators, selection) into mutants with status, hash and diff."""
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 import tvm
-import tvm_ffi
 
-from .base import (
-    EQUIVALENT,
-    LEVELS,
-    NON_VIABLE,
-    PENDING,
-    Mutant,
-    MutationOperator,
-    Selection,
-    Site,
-    lower,
-    mutant_id,
-    structural_hash_hex,
-)
+from .base import LEVELS, Mutant, MutantStatus, MutationOperator, Selection, Site, lower, mutant_id
 
 
 def catalogue() -> tuple[MutationOperator, ...]:
@@ -55,57 +41,27 @@ class _Reference:
 
     def __init__(self, mod: tvm.IRModule):
         self.mod = mod
-        self._lowered = None
-        self.memo: dict = {}  # per-enumeration cache an operator may use (module hash, ...)
+        self.memo: dict = {}  # per-enumeration cache operators share (lowered module, hashes, ...)
 
     @property
     def lowered(self) -> tvm.IRModule:
-        if self._lowered is None:
-            self._lowered = lower(self.mod)
-        return self._lowered
+        if "lowered" not in self.memo:
+            self.memo["lowered"] = lower(self.mod)
+        return self.memo["lowered"]
+
+    def module_for(self, op: MutationOperator) -> tvm.IRModule:
+        """The module an operator's sites live in (Relax, or the LegalizeOps output)."""
+        return self.lowered if op.works_on == "lowered" else self.mod
 
 
 def _build_mutant(ref: _Reference, op: MutationOperator, site: Site, with_diff: bool) -> Mutant:
-    m = Mutant(id=mutant_id(op.name, site.index), operator=op.name, level=op.level,
-               site_index=site.index, site=site.description)
-    if op.level == "pass":
-        m.mod = ref.mod
-        m.build_options = op.build_options(site)
-        m.hash = structural_hash_hex(ref.lowered, json.dumps(m.build_options, sort_keys=True))
-        return m
-    relax_fast = getattr(op, "mutate_relax", None)
-    if relax_fast is not None:
-        # Graph and weight operators judge status and hash on the Relax module (no lowering).
-        result = relax_fast(ref.mod, site, ref.memo)
-        m.mod, m.hash, m.status, m.reason = result.mod, result.hash, result.status, result.reason
-        if with_diff and result.mod is not None:
-            m.diff_text = op.diff(ref.mod, result.mod, site)
-        return m
-    fast = getattr(op, "mutate_lowered", None)
-    if fast is not None:
-        # Operators on the lowered module judge hash and equivalence on what they changed.
-        result = fast(ref.lowered, site, ref.memo)
-        m.mod, m.hash, m.status, m.reason = result.mod, result.hash, result.status, result.reason
-        if with_diff and result.mod is not None:
-            m.diff_text = op.diff(ref.lowered, result.mod, site)
-        return m
-    try:
-        mutated = op.apply(ref.mod, site)
-        mutated_lowered = lower(mutated)
-        # well_formed raises on some ill-formed modules and returns False on others.
-        if tvm.relax.analysis.well_formed(mutated_lowered) is False:
-            raise ValueError("mutated module is not well-formed")
-    except Exception as err:  # any failure of the rewrite makes the mutant non-viable
-        m.status = NON_VIABLE
-        m.reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
-        return m
-    m.mod = mutated
-    m.hash = structural_hash_hex(mutated_lowered)
-    if tvm_ffi.structural_equal(mutated_lowered, ref.lowered):
-        m.status = EQUIVALENT
-        m.reason = "lowered module structurally equal to the original"
-    if with_diff:
-        m.diff_text = op.diff(ref.mod, mutated, site)
+    mod = ref.module_for(op)
+    result = op.mutate(mod, site, ref.memo)
+    m = Mutant(id=mutant_id(op.name, site.index), operator=op.name, level=op.level, site_index=site.index,
+               site=site.description, status=MutantStatus(result.status), reason=result.reason, mod=result.mod,
+               build_options=op.build_options(site), hash=result.hash)
+    if with_diff and result.mod is not None:
+        m.diff_text = op.diff(mod, result.mod, site)
     return m
 
 
@@ -134,4 +90,4 @@ def make_mutant(mod: tvm.IRModule, operator: str, site_index: int, with_diff: bo
 
 def _sites(op: MutationOperator, ref: _Reference) -> list[Site]:
     # Lowering an already lowered module is nearly free; TIR operators get the shared copy.
-    return op.sites(ref.lowered if op.level == "tir" else ref.mod)
+    return op.sites(ref.module_for(op))

@@ -11,8 +11,7 @@ which hashes and compares only the replaced PrimFunc (see ``TirMutation``).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import ml_dtypes
 import numpy as np
@@ -21,24 +20,22 @@ import tvm_ffi
 from tvm import tirx
 from tvm.s_tir.stmt import SBlock
 
-from .base import EQUIVALENT, NON_VIABLE, PENDING, MutationOperator, Site, hash_text, lower, structural_hash_hex
+from .base import (
+    EQUIVALENT,
+    NON_VIABLE,
+    PENDING,
+    MutationOperator,
+    Outcome,
+    Site,
+    hash_text,
+    lower,
+    structural_hash_hex,
+)
 
 _IF_THEN_ELSE = "prim.if_then_else"
 _CMP_SYMBOL = {tirx.LT: "<", tirx.LE: "<=", tirx.GT: ">", tirx.GE: ">=", tirx.EQ: "==", tirx.NE: "!="}
 _CMP_NAME = {tirx.LT: "lt", tirx.LE: "le", tirx.GT: "gt", tirx.GE: "ge", tirx.EQ: "eq", tirx.NE: "ne"}
 _CMP_TYPES = tuple(_CMP_SYMBOL)
-
-
-@dataclass
-class TirMutation:
-    """What ``mutate_lowered`` gives: the mutant module (None when non-viable), its hash,
-    status and reason. The hash combines the original module's hash with the name and
-    structural hash of the replaced PrimFunc, so no whole-module hash is needed."""
-
-    mod: Any
-    hash: str
-    status: str
-    reason: str = ""
 
 
 # ---------------------------------------------------------------- small helpers
@@ -177,6 +174,7 @@ class TirOperator(MutationOperator):
     """Base of the TIR operators: sites are (PrimFunc, anchor, inner position)."""
 
     level = "tir"
+    works_on = "lowered"
     anchor_types: tuple = ()
 
     def anchor_eligible(self, node) -> bool:
@@ -216,13 +214,14 @@ class TirOperator(MutationOperator):
         _verify(new_func)
         return _replace(lowered, gv, new_func)
 
-    def mutate_lowered(self, lowered: tvm.IRModule, site: Site, memo: dict | None = None) -> TirMutation:
+    def mutate(self, lowered: tvm.IRModule, site: Site, memo: dict) -> Outcome:
         """The mutant of an already lowered module, judged on the replaced PrimFunc only.
 
-        ``memo`` (a dict that lives for one enumeration) keeps the module hash and the
-        simplified original PrimFuncs between calls. Never raises.
+        The hash combines the original module's hash with the name and structural hash
+        of the replaced PrimFunc, so no whole-module hash is needed. ``memo`` (a dict
+        that lives for one enumeration) keeps the module hash and the simplified
+        original PrimFuncs between calls. Never raises.
         """
-        memo = {} if memo is None else memo
         base_hash = memo.get("module_hash")
         if base_hash is None:
             base_hash = memo["module_hash"] = structural_hash_hex(lowered)
@@ -233,13 +232,13 @@ class TirOperator(MutationOperator):
             new_func = self.mutate_func(original, site)
             _verify(new_func)
         except Exception as err:  # a rewrite that fails or does not verify is non-viable
-            return TirMutation(None, "", NON_VIABLE, _reason(err))
+            return Outcome(None, "", NON_VIABLE, _reason(err))
         digest = hash_text(f"{base_hash}:{name}:{tvm_ffi.structural_hash(new_func) & 0xFFFFFFFFFFFFFFFF:x}")
         mutant = _replace(lowered, gv, new_func)
         reason = self.equivalence(original, new_func, site, memo)
         if reason:
-            return TirMutation(mutant, f"{digest:016x}", EQUIVALENT, reason)
-        return TirMutation(mutant, f"{digest:016x}", PENDING)
+            return Outcome(mutant, f"{digest:016x}", EQUIVALENT, reason)
+        return Outcome(mutant, f"{digest:016x}", PENDING)
 
     def equivalence(self, original, new_func, site: Site, memo: dict) -> str:
         """Why the mutant cannot differ from the original ("" when that is not shown)."""

@@ -141,7 +141,7 @@ class WeightOperator(RelaxOperator):
         old = site.key.const
         return replace_constant(mod, old, self.new_array(old.value.numpy(), site))
 
-    def mutate_relax(self, mod, site, memo=None) -> Outcome:
+    def mutate(self, mod, site, memo) -> Outcome:
         # Weight values are compared directly: a mutant is equivalent iff its array is
         # bit-identical to the original one (the rest of the module is untouched).
         const = site.key.const

@@ -1,4 +1,4 @@
-"""Comparison operators: how far another output is from a reference output.
+"""Comparison operators (metrics): how far another output is from a reference output.
 
 Pure numpy/scipy. Logits are (N images, C classes) arrays; each operator has a
 per-image form (`<name>_per_image`, length N) and a summary form (`<name>`, a float).
@@ -7,8 +7,8 @@ from operators.catalogue import (
     CATALOGUE,
     HIGHER_IS_CLOSER,
     LOWER_IS_CLOSER,
-    OPERATOR_NAMES,
-    Operator,
+    Catalogue,
+    Metric,
     compare_outputs,
 )
 from operators.criteria import DEFAULT_CRITERION, KillCriterion, parse_criterion
@@ -37,7 +37,7 @@ from operators.ranking import (
 )
 
 __all__ = [
-    "CATALOGUE", "HIGHER_IS_CLOSER", "LOWER_IS_CLOSER", "OPERATOR_NAMES", "Operator", "compare_outputs",
+    "CATALOGUE", "HIGHER_IS_CLOSER", "LOWER_IS_CLOSER", "Catalogue", "Metric", "compare_outputs",
     "DEFAULT_CRITERION", "KillCriterion", "parse_criterion",
     "cosine", "cosine_per_image", "max_abs_error", "max_abs_error_per_image", "rel_l2", "rel_l2_per_image",
     "latency_ratio", "latency_ratio_per_image",

@@ -1,8 +1,14 @@
-"""The operator catalogue and `compare_outputs`, which evaluates all of it."""
+"""The comparison-operator catalogue (the metrics) and `compare_outputs`, which evaluates it.
+
+The catalogue is the single source of truth: `compare_outputs`, the kill criteria, the
+engine's table columns and the report's metric list all come from it. A new metric is
+one function (in any module) and one `register` call (or one line in `_BUILTIN`).
+"""
 from __future__ import annotations
 
-from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -10,57 +16,136 @@ from operators import distance, latency, ranking
 
 HIGHER_IS_CLOSER = "higher_is_closer"
 LOWER_IS_CLOSER = "lower_is_closer"
+DIRECTIONS = (HIGHER_IS_CLOSER, LOWER_IS_CLOSER)
+# How a report colours a value: unit [0, 1], signed_unit [-1, 1], distance (>= 0, log
+# scale), ratio (1 = same), other (no colour scale).
+SCALES = ("unit", "signed_unit", "distance", "ratio", "other")
+LOGITS, LATENCIES = "logits", "latencies"
 
 
-class Operator(NamedTuple):
-    """One catalogue entry: summary function, which way is 'closer', one-line description."""
+@dataclass(frozen=True)
+class Metric:
+    """One comparison operator: how far another output is from a reference output.
 
+    ``summary(ref, other)`` returns a float. It reads logits ((N, C) arrays) or, when
+    ``inputs`` is ``"latencies"``, per-image latencies. A summary that takes a ``k``
+    keyword receives the caller's top-k depth.
+    """
+
+    name: str
     summary: Callable[..., float]
     direction: str
     doc: str
+    title: str = ""
+    scale: str = "other"
+    inputs: str = LOGITS
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"metric name {self.name!r} must be an identifier (it becomes a column)")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.name!r}: direction must be one of {DIRECTIONS}")
+        if self.scale not in SCALES:
+            raise ValueError(f"metric {self.name!r}: scale must be one of {SCALES}")
+        if self.inputs not in (LOGITS, LATENCIES):
+            raise ValueError(f"metric {self.name!r}: inputs must be 'logits' or 'latencies'")
+        if not self.doc or "\n" in self.doc:
+            raise ValueError(f"metric {self.name!r}: doc must be one line")
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    def evaluate(self, ref_logits, other_logits, ref_latencies, other_latencies, k: int) -> float:
+        """This metric's value for one pair; NaN for a latency metric without latencies."""
+        if self.inputs == LATENCIES:
+            if ref_latencies is None or other_latencies is None:
+                return float("nan")
+            return float(self.summary(ref_latencies, other_latencies))
+        if _takes_k(self.summary):
+            return float(self.summary(ref_logits, other_logits, k=k))
+        return float(self.summary(ref_logits, other_logits))
+
+    def describe(self) -> dict:
+        """What a run folder records about this metric (reports read it from run.json)."""
+        return {"name": self.name, "title": self.title, "direction": self.direction, "scale": self.scale,
+                "doc": self.doc}
 
 
-# Built once and exposed read-only; every logits operator is called as f(ref, other),
-# latency_ratio as f(ref_latencies, other_latencies).
-CATALOGUE: Mapping[str, Operator] = MappingProxyType({
-    "top1_agreement": Operator(ranking.top1_agreement, HIGHER_IS_CLOSER,
-                               "fraction of images whose top-1 label is unchanged"),
-    "topk_overlap": Operator(ranking.topk_overlap, HIGHER_IS_CLOSER,
-                             "mean |top-k(ref) ∩ top-k(other)| / k, k=5 by default"),
-    "kendall_tau": Operator(ranking.kendall_tau, HIGHER_IS_CLOSER,
-                            "mean Kendall's tau-b between full class-score vectors"),
-    "rbo": Operator(ranking.rbo, HIGHER_IS_CLOSER,
-                    "mean extrapolated rank-biased overlap of label rankings (p=0.9, depth min(C,10))"),
-    "max_abs_error": Operator(distance.max_abs_error, LOWER_IS_CLOSER,
-                              "largest absolute logit difference over all images and classes"),
-    "rel_l2": Operator(distance.rel_l2, LOWER_IS_CLOSER,
-                       "||other - ref||_2 / ||ref||_2 over the whole logits array"),
-    "cosine": Operator(distance.cosine, HIGHER_IS_CLOSER,
-                       "mean cosine similarity of per-image logit vectors"),
-    "latency_ratio": Operator(latency.latency_ratio, LOWER_IS_CLOSER,
-                              "median(other latency) / median(reference latency)"),
-})
+def _takes_k(func) -> bool:
+    try:
+        return "k" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
-OPERATOR_NAMES: tuple[str, ...] = tuple(CATALOGUE)
+
+class Catalogue:
+    """An ordered, name-keyed table of metrics. Read it like a mapping; extend it with `register`."""
+
+    def __init__(self, metrics):
+        self._metrics: dict[str, Metric] = {}
+        for metric in metrics:
+            self.register(metric)
+
+    def register(self, metric: Metric) -> Metric:
+        """Add a metric at the end of the table (a name may be registered once)."""
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name!r} is already registered")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def unregister(self, name: str) -> None:
+        del self._metrics[name]
+
+    def __getitem__(self, name: str) -> Metric:
+        return self._metrics[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._metrics
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._metrics))
+
+    def __len__(self) -> int:
+        return len(self._metrics)
+
+    def items(self):
+        return list(self._metrics.items())
+
+    def values(self) -> list[Metric]:
+        return list(self._metrics.values())
+
+    def names(self) -> list[str]:
+        return list(self._metrics)
+
+    def describe(self) -> list[dict]:
+        return [m.describe() for m in self._metrics.values()]
+
+
+_BUILTIN = (
+    Metric("top1_agreement", ranking.top1_agreement, HIGHER_IS_CLOSER,
+           "fraction of images whose top-1 label is unchanged", "Top-1 agr.", "unit"),
+    Metric("topk_overlap", ranking.topk_overlap, HIGHER_IS_CLOSER,
+           "mean |top-k(ref) ∩ top-k(other)| / k, k=5 by default", "Top-k overlap", "unit"),
+    Metric("kendall_tau", ranking.kendall_tau, HIGHER_IS_CLOSER,
+           "mean Kendall's tau-b between full class-score vectors", "Kendall τ", "signed_unit"),
+    Metric("rbo", ranking.rbo, HIGHER_IS_CLOSER,
+           "mean extrapolated rank-biased overlap of label rankings (p=0.9, depth min(C,10))", "RBO", "unit"),
+    Metric("max_abs_error", distance.max_abs_error, LOWER_IS_CLOSER,
+           "largest absolute logit difference over all images and classes", "Max abs err", "distance"),
+    Metric("rel_l2", distance.rel_l2, LOWER_IS_CLOSER,
+           "||other - ref||_2 / ||ref||_2 over the whole logits array", "Rel. L2", "distance"),
+    Metric("cosine", distance.cosine, HIGHER_IS_CLOSER,
+           "mean cosine similarity of per-image logit vectors", "Cosine", "unit"),
+    Metric("latency_ratio", latency.latency_ratio, LOWER_IS_CLOSER,
+           "median(other latency) / median(reference latency)", "Latency ×", "ratio", LATENCIES),
+)
+
+CATALOGUE = Catalogue(_BUILTIN)
 
 
 def compare_outputs(ref_logits, other_logits, ref_latencies=None, other_latencies=None,
                     k: int = 5) -> dict[str, float]:
-    """Every catalogue operator's value for one (reference, other) pair, keyed by name.
-
-    `latency_ratio` is NaN when either latency sequence is missing.
-    """
-    values = {
-        "top1_agreement": ranking.top1_agreement(ref_logits, other_logits),
-        "topk_overlap": ranking.topk_overlap(ref_logits, other_logits, k=k),
-        "kendall_tau": ranking.kendall_tau(ref_logits, other_logits),
-        "rbo": ranking.rbo(ref_logits, other_logits),
-        "max_abs_error": distance.max_abs_error(ref_logits, other_logits),
-        "rel_l2": distance.rel_l2(ref_logits, other_logits),
-        "cosine": distance.cosine(ref_logits, other_logits),
-    }
-    if ref_latencies is None or other_latencies is None:
-        values["latency_ratio"] = float(np.nan)
-    else:
-        values["latency_ratio"] = latency.latency_ratio(ref_latencies, other_latencies)
-    return values
+    """Every catalogue metric's value for one (reference, other) pair, keyed by name, in
+    catalogue order. Latency metrics are NaN when either latency sequence is missing."""
+    with np.errstate(all="ignore"):
+        return {m.name: m.evaluate(ref_logits, other_logits, ref_latencies, other_latencies, k)
+                for m in CATALOGUE.values()}

@@ -1,6 +1,6 @@
 """Kill criteria: when a mutant's comparison values count as 'killed'.
 
-A criterion names one catalogue operator and a threshold. Its comparison follows the
+A criterion names one catalogue metric and a threshold. Its comparison follows the
 operator's direction: a higher-is-closer operator kills below the threshold
 ("kendall_tau < 0.9"), a lower-is-closer one above it ("rel_l2 > 1e-3").
 """
@@ -17,14 +17,14 @@ _CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<cmp>[^\sA-Za-
 
 @dataclass(frozen=True)
 class KillCriterion:
-    """Kill when `operator`'s value is on the far side of `threshold` (or not finite)."""
+    """Kill when `metric`'s value is on the far side of `threshold` (or not finite)."""
 
-    operator: str
+    metric: str
     threshold: float
 
     def __post_init__(self):
-        if self.operator not in CATALOGUE:
-            raise ValueError(f"unknown operator {self.operator!r}; known: {', '.join(CATALOGUE)}")
+        if self.metric not in CATALOGUE:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(CATALOGUE)}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                 or not math.isfinite(self.threshold):
             raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
@@ -33,20 +33,20 @@ class KillCriterion:
     @property
     def comparison(self) -> str:
         """'<' for higher-is-closer operators, '>' for lower-is-closer ones."""
-        return "<" if CATALOGUE[self.operator].direction == HIGHER_IS_CLOSER else ">"
+        return "<" if CATALOGUE[self.metric].direction == HIGHER_IS_CLOSER else ">"
 
     def is_killed(self, values) -> bool:
-        """Whether `values` (operator name -> value) meets this criterion."""
-        if self.operator not in values:
-            raise ValueError(f"kill criterion needs {self.operator!r}, which the values lack")
-        value = float(values[self.operator])
+        """Whether `values` (metric name -> value) meets this criterion."""
+        if self.metric not in values:
+            raise ValueError(f"kill criterion needs {self.metric!r}, which the values lack")
+        value = float(values[self.metric])
         # a NaN/inf summary means an output went non-finite: never a survival
         if not math.isfinite(value):
             return True
         return value < self.threshold if self.comparison == "<" else value > self.threshold
 
     def __str__(self) -> str:
-        return f"{self.operator} {self.comparison} {self.threshold:g}"
+        return f"{self.metric} {self.comparison} {self.threshold:g}"
 
 
 def parse_criterion(text: str) -> KillCriterion:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import charts
-from .common import (fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails,
-                     to_bool, to_float)
-from .rundata import COMPARISON_METRICS, DISCREPANCY_INFO_COLUMNS, SCORED_VERDICTS, VERDICTS, RunData
+from .common import fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails, to_bool, to_float
+from .rundata import SCORED_VERDICTS, VERDICTS, RunData
+from .schema import DISCREPANCY_INFO
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,14 @@ class CampaignCaps:
 # gap in the comparison operators, a crash a fragile stack.
 _DETAIL_PRIORITY = {"survived": 0, "crashed": 1, "timed_out": 1, "killed": 2}
 
-TABLE_METRICS = [
-    ("top1_agreement", "Top-1 agr."), ("kendall_tau", "Kendall τ"),
-    ("max_abs_error", "Max abs err"), ("cosine", "Cosine"),
-]
-METRIC_TITLES = {
-    "top1_agreement": "Top-1 agr.", "topk_overlap": "Top-k overlap", "kendall_tau": "Kendall τ",
-    "rbo": "RBO", "max_abs_error": "Max abs err", "rel_l2": "Rel. L2", "cosine": "Cosine",
-    "latency_ratio": "Latency ×",
-}
+# The mutant table shows these metrics when the run measured them (the details show all).
+TABLE_METRICS = ("top1_agreement", "kendall_tau", "max_abs_error", "cosine")
+
+
+def table_metrics(run: RunData) -> list[dict]:
+    """The metrics of the mutant table: the preferred few, else the run's first four."""
+    chosen = [m for m in run.metrics if m["name"] in TABLE_METRICS]
+    return chosen or run.metrics[:4]
 
 
 def _stacks(run: RunData) -> list[str]:
@@ -188,13 +187,14 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
 
     stability = {(r["mutant_id"], r["stack"]): _stability(r.get("unstable")) for r in vrecs}
     measured = any(v != "" for v in stability.values())
+    shown_metrics = table_metrics(run)
     rows = []
     for r in vrecs:
         rows.append({
             "unstable": stability[(r["mutant_id"], r["stack"])],
             "anchor": anchors[r["mutant_id"]], "id": r["mutant_id"], "operator": r["operator"],
             "level": r["level"], "site": r["site"], "stack": r["stack"], "verdict": r["verdict"],
-            "metrics": [(fmt_num(r.get(k)), sort_key(r.get(k))) for k, _ in TABLE_METRICS],
+            "metrics": [(fmt_num(r.get(m["name"])), sort_key(r.get(m["name"]))) for m in shown_metrics],
             "flipped": (fmt_num(r.get("flipped")), sort_key(r.get("flipped"))),
             "time": (fmt_num((to_float(r.get("build_s")) or 0) + (to_float(r.get("run_s")) or 0), 3),
                      sort_key((to_float(r.get("build_s")) or 0) + (to_float(r.get("run_s")) or 0))),
@@ -217,7 +217,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             per_stack.append({
                 "stack": r["stack"], "verdict": r["verdict"], "reason": r.get("reason") or "",
                 "unstable": stability[(mid, r["stack"])],
-                "metrics": [fmt_num(r.get(k)) for k in COMPARISON_METRICS],
+                "metrics": [fmt_num(r.get(m["name"])) for m in run.metrics],
                 "flipped": fmt_num(r.get("flipped")), "build_s": fmt_num(r.get("build_s"), 3),
                 "run_s": fmt_num(r.get("run_s"), 3), "log": log, "log_more": log_more,
                 "images": shown, "images_total": image_totals.get((mid, r["stack"]), 0),
@@ -247,9 +247,9 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "verdict_chart": charts.stacked_bars([(c["stack"], c["counts"]) for c in counts], VERDICTS),
         "counts": counts, "totals": totals,
         "heatmap": charts.heatmap(operators, stacks, op_cell) if operators else None,
-        "table_metrics": [t for _, t in TABLE_METRICS],
+        "table_metrics": [m["title"] for m in shown_metrics],
         "rows": rows,
-        "metric_titles": [METRIC_TITLES[k] for k in COMPARISON_METRICS],
+        "metric_titles": [m["title"] for m in run.metrics],
         "details": details,
         "discrepancies": _discrepancies(run, stacks, anchors, caps),
         "thumb_rules": thumb_rules,
@@ -280,7 +280,7 @@ def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: Campaig
     d = run.discrepancies
     if len(d):
         cols = [s for s in stacks if s in d.columns] or [
-            c for c in d.columns if c not in DISCREPANCY_INFO_COLUMNS]
+            c for c in d.columns if c not in DISCREPANCY_INFO]
         recs = d.to_dict("records")
     else:
         v = run.verdicts

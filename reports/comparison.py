@@ -5,9 +5,8 @@ import math
 from dataclasses import dataclass
 
 from . import charts
-from .campaign import METRIC_TITLES
 from .common import fmt_num, run_overview, sort_key, thumbnails, to_bool, to_float
-from .rundata import COMPARISON_METRICS, RunData
+from .rundata import RunData
 
 
 @dataclass(frozen=True)
@@ -17,38 +16,19 @@ class ComparisonCaps:
     disagreement_images: int = 120
 
 
-_SIMILARITY = {"top1_agreement", "topk_overlap", "rbo", "cosine"}
-_DISTANCE = {"max_abs_error", "rel_l2"}
 DISTANCE_ALIKE, DISTANCE_DIFFERS = 1e-6, 1e-1
-METRIC_HELP = {
-    "top1_agreement": "share of images with the same top-1 label (1 = identical)",
-    "topk_overlap": "overlap of the top-k label sets (1 = identical)",
-    "kendall_tau": "rank correlation of the scores (1 = same order)",
-    "rbo": "rank-biased overlap of the rankings (1 = identical)",
-    "max_abs_error": "largest absolute difference of an output value (0 = identical)",
-    "rel_l2": "relative L2 distance of the outputs (0 = identical)",
-    "cosine": "cosine similarity of the outputs (1 = identical)",
-    "latency_ratio": "median latency of A over B (1 = same speed)",
-}
-TABLE_COLUMNS = [
-    ("variant", "Variant"), ("baseline", "Baseline"), ("top1_agreement", "Top-1 agr."),
-    ("topk_overlap", "Top-k overlap"), ("kendall_tau", "Kendall τ"), ("rbo", "RBO"),
-    ("max_abs_error", "Max abs err"), ("rel_l2", "Rel. L2"), ("cosine", "Cosine"),
-    ("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
-    ("latency_ratio", "Latency ×"), ("accuracy", "Accuracy"),
-]
-_TEXT_COLUMNS = {"variant", "baseline"}
 
 
-def _goodness(metric: str, value: float | None, worst: float) -> float | None:
-    """Map a metric value to [0, 1] where 1 means 'behaves like the other variant'."""
+def _goodness(scale: str, value: float | None) -> float | None:
+    """Map a metric value to [0, 1] where 1 means 'behaves like the other variant', by the
+    metric's scale as run.json states it (no scale: no colour)."""
     if value is None:
         return None
-    if metric in _SIMILARITY:
+    if scale == "unit":
         return value
-    if metric == "kendall_tau":
+    if scale == "signed_unit":
         return (value + 1) / 2
-    if metric in _DISTANCE:
+    if scale == "distance":
         # Absolute log scale: float32 rounding noise (<= 1e-6) is "alike", >= 0.1 "differs".
         if not math.isfinite(value):
             return 0.0
@@ -56,9 +36,19 @@ def _goodness(metric: str, value: float | None, worst: float) -> float | None:
             return 1.0
         span = math.log10(DISTANCE_DIFFERS) - math.log10(DISTANCE_ALIKE)
         return max(0.0, 1.0 - (math.log10(value) - math.log10(DISTANCE_ALIKE)) / span)
-    if metric == "latency_ratio":
+    if scale == "ratio":
         return 1.0 - min(1.0, abs(math.log2(value))) if value > 0 else 0.0
     return None
+
+
+def _table_columns(run: RunData) -> list[tuple[str, str]]:
+    """The comparison table: variant, baseline, every metric run.json lists, latency spread, accuracy."""
+    return ([("variant", "Variant"), ("baseline", "Baseline")] + [(m["name"], m["title"]) for m in run.metrics]
+            + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
+               ("accuracy", "Accuracy")])
+
+
+_TEXT_COLUMNS = {"variant", "baseline"}
 
 
 def _variants(run: RunData) -> list[str]:
@@ -81,24 +71,23 @@ def _variants(run: RunData) -> list[str]:
 def _pairwise_maps(run: RunData, variants: list[str]) -> list[dict]:
     pw = run.pairwise
     maps = []
-    for metric in COMPARISON_METRICS:
+    for info in run.metrics:
+        metric, scale = info["name"], info.get("scale", "other")
         if metric not in pw.columns:
             continue
         values = {(r["variant_a"], r["variant_b"]): to_float(r[metric])
                   for r in pw[["variant_a", "variant_b", metric]].to_dict("records")}
         if all(v is None for v in values.values()):
             continue
-        worst = max((v for v in values.values() if v is not None), default=0.0)
 
-        def cell(a, b, values=values, metric=metric, worst=worst):
+        def cell(a, b, values=values, metric=metric, scale=scale):
             if (a, b) not in values:
                 return None, "—" if a != b else "=", f"{a} vs {b}: no value"
             v = values[(a, b)]
-            return (_goodness(metric, v, worst), fmt_num(v, 3),
+            return (_goodness(scale, v), fmt_num(v, 3),
                     f"{metric}({a}, {b}) = {fmt_num(v, 6)}")
 
-        maps.append({"metric": metric, "title": METRIC_TITLES.get(metric, metric),
-                     "help": METRIC_HELP.get(metric, ""),
+        maps.append({"metric": metric, "title": info["title"], "help": info.get("doc", ""),
                      "chart": charts.heatmap(variants, variants, cell, cell_w=60, rotate_cols=True)})
     return maps
 
@@ -137,8 +126,9 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
                 "text": (f"{fmt_num(r['latency_ms_median'], 3)} ms "
                          f"(p10 {fmt_num(r['latency_ms_p10'], 3)} – p90 {fmt_num(r['latency_ms_p90'], 3)})")}
                for r in comp]
+    columns = _table_columns(run)
     table = [[(str(r.get(k, "")), "") if k in _TEXT_COLUMNS else (fmt_num(r.get(k)), sort_key(r.get(k)))
-              for k, _ in TABLE_COLUMNS] for r in comp]
+              for k, _ in columns] for r in comp]
     thumb_rules, thumb_index = thumbnails(run.images)
     baseline = meta.get("baseline")
     baseline = str(baseline.get("name") if isinstance(baseline, dict) else baseline or "—")
@@ -152,7 +142,7 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
         "pairwise": _pairwise_maps(run, variants),
         "latency": charts.range_chart(latency) if any(l["median"] is not None for l in latency) else None,
         "disagreements": _disagreements(run, variants, caps, thumb_index),
-        "table_columns": [t for _, t in TABLE_COLUMNS],
+        "table_columns": [t for _, t in columns],
         "table": table,
         "thumb_rules": thumb_rules,
         "caps": caps,

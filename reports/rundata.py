@@ -7,29 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-VERDICTS = ("killed", "survived", "crashed", "timed_out", "non_viable", "equivalent")
-# Verdicts that count in the mutation score's denominator.
-SCORED_VERDICTS = ("killed", "survived", "crashed", "timed_out")
-COMPARISON_METRICS = (
-    "top1_agreement", "topk_overlap", "kendall_tau", "rbo",
-    "max_abs_error", "rel_l2", "cosine", "latency_ratio",
-)
+from . import schema
 
-VERDICT_COLUMNS = [
-    "mutant_id", "operator", "level", "site", "stack", "verdict", "reason",
-    *COMPARISON_METRICS[:-1], "latency_ratio", "flipped", "build_s", "run_s", "log_tail", "unstable",
-]
-CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
-SCORE_COLUMNS = ["stack", "group", "key", *VERDICTS, "score", "unstable"]
-DISCREPANCY_INFO_COLUMNS = ("mutant_id", "operator", "level", "site", "unstable_on")
-MUTANT_FIELDS = ["id", "operator", "level", "site", "status", "reason", "hash", "diff"]
-COMPARISON_COLUMNS = [
-    "variant", "baseline", *COMPARISON_METRICS[:-1], "latency_ms_median", "latency_ms_p10",
-    "latency_ms_p90", "latency_ratio", "accuracy",
-]
-PAIRWISE_COLUMNS = ["variant_a", "variant_b", *COMPARISON_METRICS]
-COMPARISON_PER_IMAGE_COLUMNS = ["image", "label", "variant", "top1", "top1_score", "top5",
-                                "agrees_with_baseline"]
+VERDICTS = schema.VERDICT_NAMES
+# Verdicts that count in the mutation score's denominator.
+SCORED_VERDICTS = schema.SCORED_NAMES
 
 # Columns that hold names or free text: read as strings so that an image called
 # "NA" or an operator called "1e3" stays what it is.
@@ -59,6 +41,7 @@ class RunData:
     discrepancies: pd.DataFrame = field(default_factory=pd.DataFrame)
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
     pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    metrics: list[dict] = field(default_factory=list)  # what run.json says the writer measured
 
     @property
     def kind(self) -> str:
@@ -123,44 +106,52 @@ def _read_table(folder: Path, stem: str, columns: list[str]) -> pd.DataFrame:
 
 def _read_mutants(path: Path) -> pd.DataFrame:
     if not path.exists():
-        return pd.DataFrame(columns=MUTANT_FIELDS)
+        return pd.DataFrame(columns=schema.MUTANT_FIELDS)
     records = _read_json(path)
     if not isinstance(records, list):
         raise RunFolderError(f"{path}: expected a list of mutants")
     df = pd.DataFrame.from_records(records)
-    for col in MUTANT_FIELDS:
+    for col in schema.MUTANT_FIELDS:
         if col not in df.columns:
             df[col] = ""
-    for col in MUTANT_FIELDS:
+    for col in schema.MUTANT_FIELDS:
         df[col] = df[col].map(lambda v: "" if _is_missing(v) else str(v))
     return df
+
+
+def _metrics(meta: dict) -> list[dict]:
+    """The metrics run.json lists (name, title, direction, scale, doc), or those of older folders."""
+    found = meta.get("metrics")
+    if not isinstance(found, list) or not all(isinstance(m, dict) and m.get("name") for m in found):
+        return [dict(m) for m in schema.LEGACY_METRICS]
+    return [{"title": m["name"], "direction": "", "scale": "other", "doc": "", **m} for m in found]
 
 
 def load_run_folder(path) -> RunData:
     """Load run.json, images.json and the tables of a campaign or comparison folder."""
     folder = Path(path)
-    run_json = folder / "run.json"
+    run_json = folder / schema.RUN_JSON
     if not run_json.is_file():
         raise RunFolderError(f"{folder}: not a run folder (run.json missing)")
     meta = _read_json(run_json)
     if not isinstance(meta, dict):
         raise RunFolderError(f"{run_json}: expected a JSON object")
-    images_path = folder / "images.json"
+    images_path = folder / schema.IMAGES_JSON
     images = _read_json(images_path) if images_path.exists() else []
     images = [img for img in images if isinstance(img, dict) and "name" in img]
 
-    run = RunData(path=folder, meta=meta, images=images)
+    run = RunData(path=folder, meta=meta, images=images, metrics=_metrics(meta))
     kind = run.kind
     if kind == "campaign":
-        run.mutants = _read_mutants(folder / "mutants.json")
-        run.verdicts = _read_csv(folder / "verdicts.csv", VERDICT_COLUMNS)
-        run.per_image = _read_csv(folder / "per_image.csv", CAMPAIGN_PER_IMAGE_COLUMNS)
-        run.scores = _read_csv(folder / "scores.csv", SCORE_COLUMNS)
-        run.discrepancies = _read_csv(folder / "discrepancies.csv", list(DISCREPANCY_INFO_COLUMNS), all_text=True)
+        run.mutants = _read_mutants(folder / schema.MUTANTS_JSON)
+        run.verdicts = _read_csv(folder / schema.VERDICTS_CSV, schema.verdict_columns(run.metrics))
+        run.per_image = _read_csv(folder / f"{schema.PER_IMAGE}.csv", schema.CAMPAIGN_PER_IMAGE_COLUMNS)
+        run.scores = _read_csv(folder / schema.SCORES_CSV, schema.SCORE_COLUMNS)
+        run.discrepancies = _read_csv(folder / schema.DISCREPANCIES_CSV, schema.DISCREPANCY_INFO, all_text=True)
     elif kind == "comparison":
-        run.comparison = _read_table(folder, "comparison", COMPARISON_COLUMNS)
-        run.pairwise = _read_csv(folder / "pairwise.csv", PAIRWISE_COLUMNS)
-        run.per_image = _read_table(folder, "per_image", COMPARISON_PER_IMAGE_COLUMNS)
+        run.comparison = _read_table(folder, schema.COMPARISON, schema.comparison_columns(run.metrics))
+        run.pairwise = _read_csv(folder / schema.PAIRWISE_CSV, schema.pairwise_columns(run.metrics))
+        run.per_image = _read_table(folder, schema.PER_IMAGE, schema.COMPARISON_PER_IMAGE_COLUMNS)
     else:
         raise RunFolderError(f"{run_json}: unknown kind {kind!r} (expected campaign or comparison)")
     return run

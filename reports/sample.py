@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .rundata import COMPARISON_METRICS, SCORED_VERDICTS, VERDICTS
+from .rundata import SCORED_VERDICTS, VERDICTS
+from .schema import LEGACY_METRICS, metric_names
+
+COMPARISON_METRICS = metric_names(LEGACY_METRICS)
 
 LABELS = [
     "tabby cat", "golden retriever", "goldfish", "great white shark", "tree frog", "bald eagle",

@@ -13,35 +13,26 @@ loky process there and comes back as an ordinary result, exactly as in a local r
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
-from .campaign_job import log_tail, run_job
-from .errors import UserError
-from .isolation import CRASHED, DONE, run_isolated
+from ..errors import InputError, first_line
+from ..isolation import run_isolated
+from ..records import Job, JobResult, JobStatus
+from .job import log_tail, run_job
 
 CONNECT_TIMEOUT_S = 10
 
 
-@dataclass
-class JobResult:
-    index: int
-    status: str  # done, crashed or timed_out
-    value: Any = None
-    reason: str = ""
-    log_tail: str = ""
-
-
-def _settle(status: str, value, reason: str, log_path: str) -> tuple[str, Any, str, str]:
-    """A job whose worker lived but whose build or run raised is a crash too."""
-    if status == DONE and isinstance(value, dict) and value.get("error"):
-        return CRASHED, None, value["error"], value.get("log_tail", "")
-    if status == DONE:
-        return status, value, reason, ""
+def _settle(outcome, log_path: str) -> JobResult:
+    """The one place a job's JobResult is completed: a finished job's own result, or the
+    pool's word for a worker that died or hung, with the log's tail."""
+    if outcome.status is JobStatus.DONE:
+        return outcome.value
     tail = log_tail(log_path) if log_path else ""
-    return status, None, _crash_reason(reason, tail), tail
+    return JobResult(outcome.status, _crash_reason(outcome.reason, tail), tail)
 
 
 def _crash_reason(reason: str, tail: str) -> str:
@@ -55,15 +46,15 @@ def _crash_reason(reason: str, tail: str) -> str:
     return f"worker process died: {cause}"
 
 
-def run_local(jobs: list[dict], workers: int, timeout: float) -> Iterator[JobResult]:
-    """Jobs in loky worker processes on this machine."""
-    for outcome in run_isolated(run_job, [(job,) for job in jobs], jobs=workers, timeout=timeout):
-        status, value, reason, tail = _settle(outcome.status, outcome.value, outcome.reason,
-                                              jobs[outcome.index].get("log_path", ""))
-        yield JobResult(outcome.index, status, value, reason, tail)
+def run_local(jobs: list[Job], workers: int, timeout: float, job_function=run_job) -> Iterator[JobResult]:
+    """Jobs in loky worker processes on this machine, in completion order."""
+    for outcome in run_isolated(job_function, [(job,) for job in jobs], jobs=workers, timeout=timeout):
+        result = _settle(outcome, jobs[outcome.index].log_path)
+        result.index = outcome.index
+        yield result
 
 
-def isolated_on_worker(job: dict, timeout: float) -> tuple[str, Any, str, str]:
+def isolated_on_worker(job: Job, timeout: float) -> JobResult:
     """Run one job in a loky process spawned by a Dask worker; the log stays on that machine."""
     import multiprocessing
 
@@ -72,28 +63,27 @@ def isolated_on_worker(job: dict, timeout: float) -> tuple[str, Any, str, str]:
     # that guards against orphans is not needed here.
     multiprocessing.current_process()._config["daemon"] = False
     with tempfile.TemporaryDirectory(prefix="mutatenn-job-") as tmp:
-        job = {**job, "log_path": os.path.join(tmp, "job.log")}
+        job = dataclasses.replace(job, log_path=os.path.join(tmp, "job.log"))
         outcome = next(iter(run_isolated(run_job, [(job,)], jobs=1, timeout=timeout)))
-        return _settle(outcome.status, outcome.value, outcome.reason, job["log_path"])
+        return _settle(outcome, job.log_path)
 
 
 def connect(address: str):
     """A Dask client for ``tcp://HOST:PORT``, or one clear line when there is none."""
     if not address.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
-        raise UserError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
+        raise InputError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
     try:
         from distributed import Client
     except ImportError:
-        raise UserError("--scheduler needs the 'distributed' package (pip install 'dask[distributed]')") from None
+        raise InputError("--scheduler needs the 'distributed' package (pip install 'dask[distributed]')") from None
     _probe(address)
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot reach the Dask scheduler at {address}: {first}") from None
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {first_line(err)}") from None
     if not client.scheduler_info().get("workers"):
         client.close()
-        raise UserError(f"the Dask scheduler at {address} has no workers")
+        raise InputError(f"the Dask scheduler at {address} has no workers")
     return client
 
 
@@ -110,28 +100,27 @@ def _probe(address: str) -> None:
     except ValueError:
         host, port = None, None
     if not host or not port:
-        raise UserError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
+        raise InputError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as err:
-        raise UserError(f"cannot reach the Dask scheduler at {address}: {err.strerror or err}") from None
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {err.strerror or err}") from None
 
 
-def run_dask(client, jobs: list[dict], timeout: float) -> Iterator[JobResult]:
+def run_dask(client, jobs: list[Job], timeout: float) -> Iterator[JobResult]:
     """Jobs as futures on the cluster; each worker isolates its job as `isolated_on_worker` says."""
     from distributed import as_completed
 
-    remote_jobs = [{**job, "log_path": "", "cache_dir": job.get("cache_dir", "")} for job in jobs]
-    futures = {client.submit(isolated_on_worker, job, timeout, key=f"mutatenn-{job['key']}-{i}", pure=False): i
-               for i, job in enumerate(remote_jobs)}
+    futures = {client.submit(isolated_on_worker, dataclasses.replace(job, log_path=""), timeout,
+                             key=f"mutatenn-{job.key}-{i}", pure=False): i for i, job in enumerate(jobs)}
     try:
         for future in as_completed(futures, loop=client.loop):
-            index = futures[future]
             try:
-                status, value, reason, tail = future.result()
+                result = future.result()
             except Exception as err:  # the Dask worker itself died or the task was lost
-                status, value, reason, tail = CRASHED, None, f"{type(err).__name__}: {err}"[:500], ""
-            yield JobResult(index, status, value, reason, tail)
+                result = JobResult(JobStatus.CRASHED, first_line(err))
+            result.index = futures[future]
+            yield result
     finally:
         client.cancel(list(futures))

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from .campaign_cli import default_run_dir, finish
+from .run import default_run_dir, finish
 
 # One sampled site per operator keeps the demo to a few minutes on two cores while
 # touching every level: graph rewrites, weight perturbations, TensorIR edits, pass options.
@@ -23,9 +22,11 @@ DEMO_CONFIG = {
 }
 
 
-def run_demo(out: Path | None, jobs: int) -> int:
-    from .campaign import run_campaign
-    from .config import parse_config
+def cmd_demo(args) -> int:
+    from ..campaign import run_campaign
+    from ..config import parse_config
+
+    out, jobs = args.out, args.jobs
 
     out = out or default_run_dir("demo")
     print("MutateNN demo: the bundled digits CNN (8x8 digits, 150 held-out images),")

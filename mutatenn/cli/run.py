@@ -5,7 +5,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import InputError
 
 FAIL_UNDER_EXIT = 3
 
@@ -16,13 +16,13 @@ def default_run_dir(prefix: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .campaign import format_scores, run_campaign, stacks_below
-    from .config import load_config
+    from ..campaign import run_campaign
+    from ..config import load_config
 
     if args.jobs is not None and args.jobs < 1:
-        raise UserError("--jobs must be at least 1")
+        raise InputError("--jobs must be at least 1")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
-        raise UserError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
+        raise InputError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
     config = load_config(args.config)
     out = args.out or default_run_dir("campaign")
     result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
 
 def finish(result, fail_under: float | None) -> int:
     """Print the scores and the folder; the exit status the gate asks for."""
-    from .campaign import format_scores, stacks_below
+    from ..campaign import format_scores, stacks_below
 
     print(format_scores(result.scores))
     print(f"\noutputs: {result.out_dir.resolve()}")
@@ -51,12 +51,12 @@ def finish(result, fail_under: float | None) -> int:
 
 
 def cmd_report(args) -> int:
-    from .campaign import render_run_report
+    from ..campaign import render_run_report
 
     if not (Path(args.run_dir) / "run.json").is_file():
-        raise UserError(f"{str(args.run_dir)!r} is not a run folder (run.json missing)")
+        raise InputError(f"{str(args.run_dir)!r} is not a run folder (run.json missing)")
     path, error = render_run_report(Path(args.run_dir))
     if path is None:
-        raise UserError(f"cannot render the report of {str(args.run_dir)!r}: {error}")
+        raise InputError(f"cannot render the report of {str(args.run_dir)!r}: {error}")
     print(f"report: {Path(path).resolve()}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import warnings
 
-from .errors import UserError
+from ..errors import InputError
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -23,8 +23,8 @@ def cmd_mutants(args) -> int:
                 print(f"{op.name:32s} {op.level:7s} {op.doc}")
         return 0
     if not args.model:
-        raise UserError("mutants: give --model MODEL (or --list-operators)")
-    from .loading import load_program
+        raise InputError("mutants: give --model MODEL (or --list-operators)")
+    from ..loading import load_program
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -34,7 +34,7 @@ def cmd_mutants(args) -> int:
     try:
         mutators.generate.select_operators(operators, levels)
     except KeyError as err:
-        raise UserError(str(err.args[0])) from None
+        raise InputError(str(err.args[0])) from None
     if args.show:
         return _show(program, args.show)
     mutants = mutators.enumerate_mutants(program.mod, operators=operators, levels=levels)
@@ -44,7 +44,7 @@ def cmd_mutants(args) -> int:
     print(f"{len(mutants)} mutants of {program.spec}")
     print(f"{'id':36s} {'level':7s} {'status':11s} site")
     for m in mutants:
-        print(f"{m.id:36s} {m.level:7s} {m.status:11s} {m.site}" + (f"  [{m.reason}]" if m.reason else ""))
+        print(f"{m.id:36s} {m.level:7s} {m.status.value:11s} {m.site}" + (f"  [{m.reason}]" if m.reason else ""))
     return 0
 
 
@@ -53,11 +53,11 @@ def _show(program, mutant_id: str) -> int:
 
     operator, sep, index = mutant_id.rpartition("#")
     if not sep or not index.isdigit():
-        raise UserError(f"mutant id {mutant_id!r} is not of the form OPERATOR#SITE")
+        raise InputError(f"mutant id {mutant_id!r} is not of the form OPERATOR#SITE")
     try:
         m = mutators.make_mutant(program.mod, operator, int(index), with_diff=True)
     except KeyError as err:
-        raise UserError(str(err.args[0])) from None
+        raise InputError(str(err.args[0])) from None
     print(f"id:       {m.id}\noperator: {m.operator}\nlevel:    {m.level}\nsite:     {m.site}")
     print(f"status:   {m.status}" + (f" ({m.reason})" if m.reason else ""))
     print(f"hash:     {m.hash}")

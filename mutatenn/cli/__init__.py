@@ -1,16 +1,13 @@
-"""The `mutatenn` command line."""
+"""The `mutatenn` command line: one module per command; the only place that turns a typed
+error (`mutatenn.errors.MutateNNError`) into one line and its exit code."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
-from .errors import UserError
-
-DEFAULT_DEMO_VARIANTS = "tvm:cpu:O0,tvm:cpu:O2,tvm:cpu-generic:O3,torch,onnxruntime"
+from ..errors import MutateNNError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -18,6 +15,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"],
                    help="torchvision weights: from the local cache if there (auto), demanded (require), or seeded (never)")
     p.add_argument("--preset", default=None, help="preprocessing preset: imagenet, inception, caffe, raw")
+
+
+def _variant_forms() -> list[str]:
+    from ..runners import RUNNERS, runner_class
+
+    return [runner_class(name).syntax or name for name in RUNNERS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="deploy one model as several variants and compare each with a baseline")
     _add_model_args(p)
     p.add_argument("--images", required=True, help="an image folder, or a bundled set: digits, photos (NAME:COUNT for the first COUNT)")
-    p.add_argument("--variants", required=True, help="comma-separated: tvm:TARGET[:O<level>], torch, onnxruntime")
+    p.add_argument("--variants", required=True, help=f"comma-separated: {', '.join(_variant_forms())}")
     p.add_argument("--baseline", required=True, help="the variant the others are compared with")
     p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     p.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own worker process")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TVM_LOG_DEBUG", "0")
     try:
         return _dispatch(args)
-    except UserError as err:
+    except MutateNNError as err:
         if args.debug:
             raise
         print(f"mutatenn: error: {err}", file=sys.stderr)
@@ -86,55 +89,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command == "compare":
-        return cmd_compare(args)
-    if args.command == "run":
-        from .campaign_cli import cmd_run
+    from importlib import import_module
 
-        return cmd_run(args)
-    if args.command == "report":
-        from .campaign_cli import cmd_report
-
-        return cmd_report(args)
-    if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(args.out, args.jobs)
-    if args.command == "mutants":
-        from .mutants_cli import cmd_mutants
-
-        return cmd_mutants(args)
-    if args.command == "targets":
-        from .build import CPU_TARGETS, host_cpu_name
-
-        for name, mcpu in CPU_TARGETS.items():
-            print(f"{name:14s} LLVM, mcpu={mcpu or host_cpu_name()}")
-        print(f"{'cuda':14s} CUDA (built anywhere; runs only where a GPU exists)")
-        print(f"{'rpc://H:P[/T]':14s} TVM RPC server at H:P, code built for target T (default cpu-generic)")
-        return 0
-    raise UserError(f"unknown command {args.command!r}")
+    module, function = COMMANDS[args.command]
+    return getattr(import_module(f"mutatenn.cli.{module}"), function)(args)
 
 
-def cmd_compare(args) -> int:
-    from .compare import compare, format_table
-
-    if args.jobs < 1:
-        raise UserError("--jobs must be at least 1")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = compare(args.model, args.images, args.variants, args.baseline, args.out,
-                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
-    print(format_table(result.table))
-    print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv"
-          + ("" if args.no_report else ", report.html"))
-    for name, err in result.errors.items():
-        print(f"mutatenn: error: variant {name}: {err}", file=sys.stderr)
-    if result.user_errors:
-        return 2
-    return 1 if result.errors else 0
+# command -> (module in mutatenn.cli, function): a new command is one module and one line.
+COMMANDS = {
+    "compare": ("compare", "cmd_compare"),
+    "run": ("run", "cmd_run"),
+    "report": ("run", "cmd_report"),
+    "demo": ("demo", "cmd_demo"),
+    "mutants": ("mutants", "cmd_mutants"),
+    "targets": ("targets", "cmd_targets"),
+}
 
 
 if __name__ == "__main__":

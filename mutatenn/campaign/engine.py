@@ -1,0 +1,195 @@
+"""Running a campaign: plan, run the pending builds (originals first) in worker
+processes, judge each as it finishes, store it at once, then write the run folder.
+
+Verdicts are decided here in the coordinator from the stored outputs, so a resumed
+run judges exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import CampaignConfig
+from ..errors import CampaignError, InputError
+from ..records import JobResult, Verdict, VerdictRow
+from ..store import ResultStore
+from . import rundir
+from .judge import judge_failure, judge_outputs
+from .plan import Plan, enumerate_selected, make_job, make_plan
+
+
+@dataclass
+class CampaignResult:
+    out_dir: Path
+    scores: pd.DataFrame
+    verdicts: pd.DataFrame
+    report: Path | None
+    report_error: str = ""
+
+
+def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None, scheduler: str | None = None,
+                 quiet: bool = False, render: bool = True) -> CampaignResult:
+    """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
+    from ..execute import cached_images, cached_program
+
+    clock = time.perf_counter()
+    workers = jobs or config.jobs
+    if workers < 1:
+        raise InputError("--jobs must be at least 1")
+    client = None
+    if scheduler:
+        from .dispatch import connect
+
+        client = connect(scheduler)
+    out_dir = Path(out_dir)
+    store = rundir.open_run_folder(out_dir, config)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = cached_program(config.model, config.pretrained, config.preset)
+            images = cached_images(config.images)
+        say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks")
+        mutants = enumerate_selected(program, config)
+        plan = make_plan(program, config, mutants)
+        store.record_mutants([rundir.mutant_record(i, m) for i, m in enumerate(mutants)])
+        store.record_verdicts([row.to_store() for row in plan.fixed])
+        pending = sum(m.status.value == "pending" for m in mutants)
+        say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
+                   f"{len(plan.artifacts)} distinct builds (originals included)")
+        Orchestrator(config, plan, store, out_dir, workers, client, quiet).run()
+        store.set_meta("finished", rundir.now())
+        # A resumed run adds its time to what the interrupted runs spent.
+        elapsed = (store.get_meta("duration_s") or 0) + (time.perf_counter() - clock)
+        store.set_meta("duration_s", round(elapsed, 3))
+        verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan.originals, store)
+        moving = rundir.unstable_originals(plan.originals, store.finished_artifacts())
+        if moving:
+            print(f"warning: the original program's outputs changed between repeated runs on "
+                  f"{', '.join(moving)}; verdicts there are judged against a moving reference", file=sys.stderr)
+    finally:
+        store.close()
+        if client is not None:
+            client.close()
+    report, report_error = rundir.render_run_report(out_dir) if render else (None, "")
+    return CampaignResult(out_dir, scores, verdicts, report, report_error)
+
+
+class Orchestrator:
+    """Runs the pending artifacts (originals first) and records each one as it finishes."""
+
+    def __init__(self, config: CampaignConfig, plan: Plan, store: ResultStore, out_dir: Path, workers: int,
+                 client, quiet: bool):
+        self.config, self.plan, self.store, self.out_dir = config, plan, store, out_dir
+        self.workers, self.client, self.quiet = workers, client, quiet
+        self.finished = store.finished_artifacts()
+        self.counts = {v: 0 for v in Verdict}
+        self.outputs_cache: dict[str, dict] = {}
+
+    def run(self) -> None:
+        original_keys = self.plan.original_keys
+        pending_originals = [k for k in original_keys if k not in self.finished]
+        pending_mutants = [k for k in self.plan.artifacts if k not in self.finished and k not in original_keys]
+        total = len(pending_originals) + len(pending_mutants)
+        done_before = len(self.plan.artifacts) - total
+        if done_before:
+            say(self.quiet, f"resuming: {done_before} of {len(self.plan.artifacts)} builds already done")
+        for row in self.store.verdicts():
+            self.counts[Verdict(row["verdict"])] += 1
+        bar = _progress(total, self.quiet)
+        try:
+            self._run_keys(pending_originals, bar, originals=True)
+            self._check_originals()
+            # Verdicts whose artifact finished earlier (a resumed run, or another stack's original).
+            self._judge_pending_pairs()
+            self._run_keys(pending_mutants, bar, originals=False)
+        finally:
+            bar.close()
+
+    def _check_originals(self) -> None:
+        """Stop when an original failed: its mutants cannot be judged on that stack."""
+        for stack, key in self.plan.originals.items():
+            info = self.finished.get(key, {})
+            if info.get("status") != "done":
+                raise CampaignError(f"the original program failed on stack {stack!r} "
+                                    f"({info.get('status', 'not run')}: {info.get('reason', '')}); "
+                                    "its mutants cannot be judged")
+
+    def _run_keys(self, keys: list[str], bar, originals: bool) -> None:
+        if not keys:
+            return
+        from .dispatch import run_dask, run_local
+
+        jobs = [make_job(self.plan.artifacts[k], self.config, self.out_dir) for k in keys]
+        if self.client is not None:
+            results = run_dask(self.client, jobs, self.config.timeout_s)
+        else:
+            results = run_local(jobs, self.workers, self.config.timeout_s)
+        for result in results:
+            self._record(keys[result.index], result, originals)
+            bar.set_postfix_str(self._postfix(), refresh=False)
+            bar.update(1)
+
+    def _record(self, key: str, result: JobResult, original: bool) -> None:
+        """Store one finished build with the verdicts it settles, in one transaction."""
+        artifact = self.plan.artifacts[key]
+        info = {"key": key, "stack": artifact.stack.name, "status": result.status.value, "reason": result.reason,
+                "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None,
+                "unstable_images": None}
+        if result.ok:
+            path = rundir.save_outputs(self.out_dir, key, result.logits, result.latencies)
+            self.outputs_cache[key] = {"logits": result.logits, "latencies": result.latencies}
+            info.update(build_s=round(result.build_s, 4), run_s=round(result.run_s, 4),
+                        outputs=str(path.relative_to(self.out_dir)), unstable_images=result.unstable_images)
+        if original and not result.ok:
+            # Not stored: the campaign stops, and a rerun tries the original again.
+            self.finished[key] = info
+            return
+        rows = [] if original else [self._judge(pair, info) for pair in artifact.pairs]
+        self.store.record_artifact(info, [r.to_store() for r in rows], rundir.now())
+        self.finished[key] = info
+        self._count(rows)
+
+    def _judge_pending_pairs(self) -> None:
+        judged = {(r["mutant_id"], r["stack"]) for r in self.store.verdicts()}
+        rows = [self._judge(pair, self.finished[key]) for pair, key in self.plan.pairs.items()
+                if pair not in judged and key in self.finished]
+        if rows:
+            self.store.record_verdicts([r.to_store() for r in rows])
+            self._count(rows)
+
+    def _judge(self, pair: tuple[str, str], info: dict) -> VerdictRow:
+        if info["status"] != "done":
+            return judge_failure(pair, info)
+        ref = self._outputs(self.plan.originals[pair[1]])
+        return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion)
+
+    def _outputs(self, key: str) -> dict:
+        if key not in self.outputs_cache:
+            self.outputs_cache[key] = rundir.load_outputs(self.out_dir, key)
+        return self.outputs_cache[key]
+
+    def _count(self, rows: list[VerdictRow]) -> None:
+        for row in rows:
+            self.counts[row.verdict] += 1
+
+    def _postfix(self) -> str:
+        c = self.counts
+        return (f"killed={c[Verdict.KILLED]} survived={c[Verdict.SURVIVED]} crashed={c[Verdict.CRASHED]} "
+                f"timed_out={c[Verdict.TIMED_OUT]}")
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="builds", unit="build", file=sys.stderr, disable=quiet or total == 0,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)

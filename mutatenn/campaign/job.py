@@ -1,0 +1,158 @@
+"""One campaign job, run in a worker process: build one artifact (or load it from the
+build cache) through the stack's runner and run it over the image set.
+
+A `Job` holds plain strings and numbers (IRModules cannot be serialised in TVM 0.27):
+the worker rebuilds the program from the model spec and the mutant from (operator,
+site index), both cached per worker process by `execute.cached_program`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import faulthandler
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import first_line
+from ..records import Job, JobResult, JobStatus
+from . import faults
+
+LOG_TAIL_CHARS = 4000
+
+
+def run_job(job: Job) -> JobResult:
+    """Build and run one artifact; a Python error is a CRASHED result (a segfault kills the worker)."""
+    with _captured_stderr(job.log_path):
+        started = time.perf_counter()
+        try:
+            return _run(job)
+        except Exception as err:  # a build or run failure is this job's verdict, not the worker's end
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            return JobResult(JobStatus.CRASHED, first_line(err), tb[-LOG_TAIL_CHARS:], build_s=0.0,
+                             run_s=time.perf_counter() - started)
+
+
+def _run(job: Job) -> JobResult:
+    from ..execute import cached_images, cached_program, input_batch
+    from ..runners import make_runner, parse_variant
+
+    fault = faults.fault_for(job)
+    faults.inject_before_build(fault, job.key)
+    variant = parse_variant(job.variant, job.runner)
+    if job.options is not None:
+        variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
+    program = cached_program(job.model, job.pretrained, job.preset)
+    batch = input_batch(program, cached_images(job.images))
+    runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
+
+    start = time.perf_counter()
+    cached = _load_cached(job, runner)
+    if not cached:
+        runner.prepare()
+        _save_cached(job, runner)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    output = runner.run(batch)
+    unstable_images = None
+    if job.repeats > 1:
+        # Each pass after the first opens a fresh session (a fresh VM for TVM); a build
+        # whose outputs are not the same bits every time (out-of-bounds reads,
+        # uninitialised memory) is unstable.
+        passes = [faults.perturb_pass(fault, number, runner.run(batch).logits) for number in range(1, job.repeats)]
+        unstable_images = differing_rows(output.logits, passes)
+    return JobResult(JobStatus.DONE, logits=output.logits, latencies=output.latencies, build_s=build_s,
+                     run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images)
+
+
+def _mutant_module(job: Job, program):
+    """The mutant's IRModule, rebuilt from (operator, site) and checked against the plan."""
+    if job.is_original:
+        return None
+    import mutators
+
+    mutant = mutators.make_mutant(program.mod, job.operator, job.site, with_diff=False)
+    if mutant.mod is None:
+        raise RuntimeError(f"mutant {mutant.id} is {mutant.status}: {mutant.reason}")
+    if job.program_hash and mutant.hash != job.program_hash:
+        # The coordinator planned another program: building this one would file results under a wrong key.
+        raise RuntimeError(f"mutant {mutant.id} rebuilt with hash {mutant.hash}, planned {job.program_hash}")
+    return mutant.mod
+
+
+def differing_rows(first, others) -> list[int]:
+    """Indices of the images whose outputs are not identical in every pass (NaN equals NaN)."""
+    import numpy as np
+
+    differ = np.zeros(len(first), dtype=bool)
+    for other in others:
+        same = (first == other) | (np.isnan(first) & np.isnan(other))
+        differ |= ~same.reshape(len(first), -1).all(axis=1)
+    return [int(i) for i in np.flatnonzero(differ)]
+
+
+def _cache_file(job: Job, runner) -> Path | None:
+    """Where the build cache keeps this job's executable (only TVM builds for local devices)."""
+    target = getattr(runner.variant, "target", None)
+    if not job.cache_dir or not runner.builds or target is None or target.device == "rpc":
+        return None
+    return Path(job.cache_dir) / f"{job.key}.so"
+
+
+def _load_cached(job: Job, runner) -> bool:
+    path = _cache_file(job, runner)
+    if path is None or not path.is_file():
+        return False
+    import tvm
+
+    runner.use_executable(tvm.runtime.load_module(str(path)))
+    return True
+
+
+def _save_cached(job: Job, runner) -> None:
+    """Export to a temporary name and rename, so a cache file that exists is complete."""
+    path = _cache_file(job, runner)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.so")
+    try:
+        runner.executable.export_library(str(tmp))
+        os.replace(tmp, path)
+    except Exception as err:  # the cache only saves time; a full disk must not fail the job
+        sys.stderr.write(f"build cache: not saved ({first_line(err)})\n")
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def _captured_stderr(log_path: str):
+    """Send this job's stderr (Python, TVM's C++ logging, a fault handler's traceback) to its log."""
+    if not log_path:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        os.dup2(log.fileno(), 2)
+        faulthandler.enable(file=log, all_threads=False)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            faulthandler.enable(file=sys.__stderr__ if sys.__stderr__ else sys.stderr)
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def log_tail(path: str | Path, chars: int = LOG_TAIL_CHARS) -> str:
+    """The end of a job's log file ('' when there is none)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    return data[-chars:].decode("utf-8", errors="replace")

@@ -1,0 +1,118 @@
+"""Planning a campaign: the mutants, the distinct builds they need on each stack, and
+the verdicts settled without building.
+
+The unit of work is an *artifact*: one program built for one target with one set of
+build options, keyed by the structural hash of the lowered module + target + options.
+The original on each stack, every mutant with the same hash, and every pass mutant
+whose build options coincide with another stack's are all one artifact, built and run
+once.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mutators import MutantStatus
+
+from ..build import BuildOptions
+from ..config import CampaignConfig, StackSpec
+from ..records import Job, Verdict, VerdictRow
+from ..runners import runner_ref
+
+
+@dataclass
+class Artifact:
+    """One build: a program (original or mutant) for one target with one set of options."""
+
+    key: str
+    stack: StackSpec  # the first stack that needs it (its target; options may differ)
+    options: BuildOptions
+    program_hash: str
+    operator: str = ""  # empty: the original program
+    site: int = 0
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (mutant id, stack name) it settles
+
+
+@dataclass
+class Plan:
+    mutants: list  # mutators.Mutant, in enumeration order
+    originals: dict[str, str]  # stack name -> artifact key
+    artifacts: dict[str, Artifact]
+    pairs: dict[tuple[str, str], str]  # (mutant id, stack name) -> artifact key
+    fixed: list[VerdictRow]  # verdicts decided without building (equivalent, non_viable)
+
+    @property
+    def original_keys(self) -> list[str]:
+        return list(dict.fromkeys(self.originals.values()))
+
+
+def artifact_key(program_hash: str, stack: StackSpec, options: BuildOptions) -> str:
+    target = stack.target
+    text = f"{program_hash}|{target.name}|{target.key()}|{options.key()}"
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def enumerate_selected(program, config: CampaignConfig) -> list:
+    """Mutants of every chosen operator with its own site selection, in catalogue order."""
+    import mutators
+
+    by_selection: dict = {}
+    for name, selection in config.operators.items():
+        by_selection.setdefault(selection, []).append(name)
+    found = {}
+    for selection, names in by_selection.items():
+        for m in mutators.enumerate_mutants(program.mod, operators=names, selection=selection, with_diff=True):
+            found[m.id] = m
+    order = {op.name: i for i, op in enumerate(mutators.catalogue())}
+    return sorted(found.values(), key=lambda m: (order[m.operator], m.site_index))
+
+
+def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
+    """Every (mutant, stack) pair mapped to the artifact that settles it, or to a fixed verdict."""
+    from mutators.base import lower, structural_hash_hex
+
+    original_hash = structural_hash_hex(lower(program.mod))
+    artifacts: dict[str, Artifact] = {}
+    originals, pairs, fixed = {}, {}, []
+
+    def need(program_hash, stack, options, operator="", site=0) -> str:
+        key = artifact_key(program_hash, stack, options)
+        if key not in artifacts:
+            artifacts[key] = Artifact(key, stack, options, program_hash, operator, site)
+        return key
+
+    for stack in config.stacks:
+        originals[stack.name] = need(original_hash, stack, stack.options)
+    for m in mutants:
+        for stack in config.stacks:
+            if m.status is not MutantStatus.PENDING:
+                fixed.append(VerdictRow(m.id, stack.name, Verdict(m.status.value), m.reason))
+                continue
+            if m.build_options:
+                options = stack.options.with_overrides(m.build_options)
+                if options.key() == stack.options.key():
+                    fixed.append(VerdictRow(m.id, stack.name, Verdict.EQUIVALENT,
+                                            f"builds exactly as the stack does ({options.label()} = "
+                                            f"{stack.options.label()})"))
+                    continue
+                key = need(original_hash, stack, options)
+            else:
+                key = need(m.hash, stack, stack.options, m.operator, m.site_index)
+            artifacts[key].pairs.append((m.id, stack.name))
+            pairs[(m.id, stack.name)] = key
+    return Plan(mutants, originals, artifacts, pairs, fixed)
+
+
+def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> Job:
+    """The worker's instructions for one artifact (the only place a Job is built)."""
+    stack = artifact.stack
+    return Job(
+        key=artifact.key, model=config.model, pretrained=config.pretrained, preset=config.preset,
+        images=config.images, variant=stack.variant_text, runner=runner_ref(stack.runner),
+        operator=artifact.operator, site=artifact.site,
+        program_hash=artifact.program_hash if artifact.operator else "", options=artifact.options,
+        cache_dir=str(out_dir / "cache") if config.keep_artifacts else "",
+        log_path=str(out_dir / "logs" / f"{artifact.key}.log"), repeats=config.repeats,
+        pairs=tuple(artifact.pairs),
+    )

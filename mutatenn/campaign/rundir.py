@@ -1,0 +1,127 @@
+"""The campaign's run folder (docs/RUN-FOLDER.md): opening or resuming it, the stored
+outputs of each build, and every file the report reads, named by `reports.schema`."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+import operators
+from reports import schema
+
+from .. import __version__
+from ..compare import image_records
+from ..config import CampaignConfig
+from ..errors import OutputFolderError, first_line
+from ..outputs import prepare_out_dir, write_csv, write_json
+from ..records import VerdictRow
+from ..store import ResultStore
+from . import tables
+
+DIFF_CHARS = 20000
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def open_run_folder(out_dir: Path, config: CampaignConfig) -> ResultStore:
+    """A new folder, or the folder of an interrupted run of the same config (resumed)."""
+    out_dir = Path(out_dir)
+    store_path = out_dir / schema.RESULTS_SQLITE
+    resuming = store_path.is_file()
+    prepare_out_dir(out_dir, allow_existing=resuming)
+    store = ResultStore(store_path)
+    stored = store.get_meta("fingerprint")
+    if stored is None:
+        store.set_meta("fingerprint", config.fingerprint())
+        store.set_meta("config", config.raw)
+        store.set_meta("started", now())
+    elif stored != config.fingerprint():
+        store.close()
+        raise OutputFolderError(f"output folder {str(out_dir)!r} holds a campaign with a different config; "
+                                "rerun with the same config to resume it, or choose a new --out")
+    return store
+
+
+def outputs_path(out_dir: Path, key: str) -> Path:
+    return Path(out_dir) / "outputs" / f"{key}.npz"
+
+
+def save_outputs(out_dir: Path, key: str, logits, latencies) -> Path:
+    """One build's logits and latencies, written atomically; returns the path."""
+    path = outputs_path(out_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, logits=np.asarray(logits, dtype=np.float32), latencies=np.asarray(latencies, dtype=np.float64))
+    os.replace(tmp, path)
+    return path
+
+
+def load_outputs(out_dir: Path, key: str) -> dict:
+    with np.load(outputs_path(out_dir, key)) as data:
+        return {"logits": data["logits"], "latencies": data["latencies"]}
+
+
+def mutant_record(ordinal: int, m) -> dict:
+    """A mutant as the store keeps it (diff capped)."""
+    diff = m.diff_text or ""
+    if len(diff) > DIFF_CHARS:
+        diff = diff[:DIFF_CHARS] + f"\n… ({len(m.diff_text) - DIFF_CHARS} more characters)"
+    return {"id": m.id, "ordinal": ordinal, "operator": m.operator, "level": m.level, "site_index": m.site_index,
+            "site": m.site, "status": m.status.value, "reason": m.reason, "hash": m.hash,
+            "build_options": json.dumps(m.build_options, sort_keys=True), "diff": diff}
+
+
+def unstable_originals(originals: dict[str, str], built: dict) -> list[str]:
+    """Stacks whose original program gave different outputs in repeated runs."""
+    return [stack for stack, key in originals.items() if built.get(key, {}).get("unstable_images")]
+
+
+def write_outputs(out_dir: Path, config: CampaignConfig, program, images, originals: dict[str, str],
+                  store: ResultStore):
+    """Every table and JSON file of the run folder, from the store; (verdicts, scores) frames."""
+    stack_order = [s.name for s in config.stacks]
+    rows = [VerdictRow.from_store(r) for r in store.verdicts()]
+    stored_mutants = store.mutants()
+    verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
+    scores = tables.score_table(verdicts, stack_order)
+    judged = {(v.mutant_id, v.stack): v for v in rows if v.verdict.is_judged}
+    per_image = tables.per_image_table(verdicts, judged, originals, lambda key: load_outputs(out_dir, key)["logits"],
+                                       images, program.labels, config.per_image_cap)
+    mutants = [{"id": m["id"], "operator": m["operator"], "level": m["level"], "site": m["site"],
+                "site_index": m["site_index"], "status": m["status"], "reason": m["reason"], "hash": m["hash"],
+                "build_options": json.loads(m["build_options"]), "diff": m["diff"]} for m in stored_mutants]
+    write_json(out_dir / schema.MUTANTS_JSON, mutants)
+    write_csv(out_dir / schema.VERDICTS_CSV, verdicts)
+    write_csv(out_dir / f"{schema.PER_IMAGE}.csv", per_image)
+    write_csv(out_dir / schema.SCORES_CSV, scores)
+    write_csv(out_dir / schema.DISCREPANCIES_CSV, tables.discrepancy_table(verdicts, stack_order))
+    write_json(out_dir / schema.IMAGES_JSON, image_records(images))
+    built = store.finished_artifacts()
+    write_json(out_dir / schema.RUN_JSON, {
+        "kind": "campaign", "model": config.model, "model_name": program.name, "images": config.images,
+        "image_count": len(images), "stacks": [s.describe() for s in config.stacks],
+        "started": store.get_meta("started"), "finished": store.get_meta("finished") or now(),
+        "duration_s": store.get_meta("duration_s"), "mutatenn_version": __version__, "config": config.raw,
+        "kill_criterion": str(config.criterion), "per_image_cap": config.per_image_cap,
+        "mutant_count": len(mutants), "repeats": config.repeats,
+        "unstable_originals": unstable_originals(originals, built),
+        "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
+        "originals": dict(originals), "preset": program.preset, "notes": program.notes,
+        "metrics": operators.CATALOGUE.describe(),
+    })
+    return verdicts, scores
+
+
+def render_run_report(out_dir: Path) -> tuple[Path | None, str]:
+    """report.html, or the reason it could not be written (the campaign's results stand)."""
+    import reports
+
+    try:
+        return reports.render_report(out_dir), ""
+    except Exception as err:  # a broken report must not throw away a finished campaign
+        return None, first_line(err)

@@ -1,0 +1,151 @@
+"""The campaign's pandas tables: verdicts, scores, discrepancies, per-image top-5, and
+the terminal views of them. Columns come from `reports.schema` and the metric catalogue."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+import operators
+from reports import schema
+
+from ..records import SCORED, Verdict, VerdictRow
+
+
+def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list[str]) -> pd.DataFrame:
+    """verdicts.csv: one row per mutant × stack, in enumeration then stack order."""
+    info = {m["id"]: m for m in mutants}
+    metrics = operators.CATALOGUE.names()
+    records = []
+    for v in rows:
+        m = info.get(v.mutant_id)
+        if m is None:
+            continue
+        record = {"mutant_id": v.mutant_id, "operator": m["operator"], "level": m["level"], "site": m["site"],
+                  "stack": v.stack, "verdict": v.verdict.value, "reason": v.reason}
+        record.update({name: _finite_or_none(v.values.get(name)) for name in metrics})
+        record.update(flipped=v.flipped, build_s=v.build_s, run_s=v.run_s, log_tail=v.log_tail, unstable=v.unstable,
+                      _ordinal=m["ordinal"],
+                      _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
+        records.append(record)
+    columns = schema.verdict_columns(operators.CATALOGUE.describe())
+    frame = pd.DataFrame(records, columns=columns + ["_ordinal", "_stack"])
+    frame = frame.sort_values(["_ordinal", "_stack"], kind="stable").drop(columns=["_ordinal", "_stack"])
+    frame["flipped"] = frame["flipped"].astype("Int64")
+    frame["unstable"] = frame["unstable"].astype("Int64")  # empty: not measured (repeats = 1, or not run)
+    return frame.reset_index(drop=True)
+
+
+def _finite_or_none(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def score_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
+    """Verdict counts and mutation score per stack: overall, per operator, per level."""
+    rows = []
+    for stack in stack_order:
+        part = verdicts[verdicts["stack"] == stack]
+        groups = [("all", "all", part)]
+        groups += [("operator", name, g) for name, g in part.groupby("operator", sort=False)]
+        groups += [("level", name, g) for name, g in part.groupby("level", sort=False)]
+        for group, key, g in groups:
+            counts = {v.value: int((g["verdict"] == v.value).sum()) for v in Verdict}
+            denom = sum(counts[v.value] for v in SCORED)
+            score = round(100.0 * counts[Verdict.KILLED.value] / denom, 2) if denom else None
+            measured = g["unstable"].dropna()
+            unstable = int((measured == 1).sum()) if len(measured) else None  # None: not measured
+            rows.append({"stack": stack, "group": group, "key": key, **counts, "score": score, "unstable": unstable})
+    frame = pd.DataFrame(rows, columns=schema.SCORE_COLUMNS)
+    frame["unstable"] = frame["unstable"].astype("Int64")
+    return frame
+
+
+def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
+    """Mutants built and judged on several stacks with different outcomes there (killed on
+    one, survived or crashed on another: the backend view). A pass mutant that is
+    equivalent on the stack whose options it repeats is not a discrepancy. ``unstable_on``
+    names the stacks where the mutant's outputs changed between repeated runs (its verdict
+    there may be noise rather than the stack)."""
+    info_columns = schema.DISCREPANCY_INFO[:-1]
+    if verdicts.empty:
+        return pd.DataFrame(columns=[*info_columns, *stack_order, "unstable_on"])
+    scored = set(schema.SCORED_NAMES)
+    wide = verdicts.pivot(index="mutant_id", columns="stack", values="verdict")
+    wide = wide.reindex(columns=[s for s in stack_order if s in wide.columns])
+    differ = wide[wide.apply(lambda row: len({v for v in row if v in scored}) > 1, axis=1)]
+    info = verdicts.drop_duplicates("mutant_id").set_index("mutant_id")[info_columns[1:]]
+    order = verdicts.drop_duplicates("mutant_id")["mutant_id"].tolist()
+    table = info.join(differ, how="inner").reindex([m for m in order if m in differ.index])
+    flagged = verdicts[verdicts["unstable"].fillna(0) == 1]
+    unstable_on = flagged.groupby("mutant_id", sort=False)["stack"].agg(lambda s: ",".join(s))
+    table["unstable_on"] = unstable_on.reindex(table.index).fillna("")
+    return table.reset_index().rename(columns={"index": "mutant_id"})
+
+
+def per_image_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str, str], load_logits, images,
+                    labels, cap: int) -> pd.DataFrame:
+    """Top-5 of original and mutant per image; flipped images first, at most ``cap`` per
+    mutant × stack. ``judged`` maps (mutant, stack) to its killed/survived VerdictRow;
+    ``load_logits(artifact key)`` reads stored outputs."""
+    columns = schema.CAMPAIGN_PER_IMAGE_COLUMNS
+    if cap <= 0:
+        return pd.DataFrame([], columns=columns)
+    top5 = _Top5(load_logits, labels)
+    rows = []
+    for r in verdicts.itertuples(index=False):
+        v = judged.get((r.mutant_id, r.stack))
+        if v is None:
+            continue
+        flipped = set(v.flipped_images)
+        chosen = sorted(flipped)[:cap]
+        chosen += [i for i in range(len(images)) if i not in flipped][: cap - len(chosen)]
+        for i in chosen:
+            rows.append({"mutant_id": r.mutant_id, "stack": r.stack, "image": images.names[i],
+                         "original_top5": top5.text(originals[r.stack], i), "mutant_top5": top5.text(v.artifact, i),
+                         "flipped": i in flipped})
+    return pd.DataFrame(rows, columns=columns)
+
+
+class _Top5:
+    """Softmax top-5 per stored artifact, computed once per artifact."""
+
+    def __init__(self, load_logits, labels):
+        self.load_logits, self.labels, self.loaded = load_logits, labels, {}
+
+    def text(self, key: str, i: int) -> str:
+        if key not in self.loaded:
+            from ..compare import softmax
+
+            logits = self.load_logits(key)
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # an all-NaN row of a broken mutant is expected here
+                probs = softmax(logits)
+            self.loaded[key] = (probs, np.argsort(-np.nan_to_num(logits, nan=-np.inf), axis=1, kind="stable")[:, :5])
+        probs, order = self.loaded[key]
+        labels = self.labels
+        return json.dumps([[labels[c] if c < len(labels) else str(c), round(float(probs[i, c]), 5)]
+                           for c in (int(x) for x in order[i])])
+
+
+def format_scores(scores: pd.DataFrame) -> str:
+    """The per-stack score lines as a person reads them in a terminal."""
+    view = scores[scores["group"] == "all"].drop(columns=["group", "key"]).copy()
+    if view["unstable"].isna().all():
+        view = view.drop(columns=["unstable"])  # repeats = 1: stability was not measured
+    else:
+        view["unstable"] = view["unstable"].astype(object).where(view["unstable"].notna(), "-")
+    view["score"] = view["score"].map(lambda s: "-" if _missing(s) else f"{s:.1f}%")
+    return view.to_string(index=False)
+
+
+def stacks_below(scores: pd.DataFrame, threshold: float) -> list[tuple[str, float]]:
+    """Stacks whose overall score is below ``threshold`` percent (a stack with no score is not)."""
+    return [(r.stack, float(r.score)) for r in scores[scores["group"] == "all"].itertuples(index=False)
+            if not _missing(r.score) and r.score < threshold]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

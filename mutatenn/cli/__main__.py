@@ -1,0 +1,4 @@
+"""`python -m mutatenn.cli` runs the command line."""
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""`mutatenn compare`: one model deployed as several variants, each against a baseline."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+from ..errors import InputError
+
+
+def cmd_compare(args) -> int:
+    from ..compare import compare, format_table
+
+    if args.jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compare(args.model, args.images, args.variants, args.baseline, args.out,
+                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(format_table(result.table))
+    print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv" + ("" if args.no_report else ", report.html"))
+    for name, err in result.errors.items():
+        print(f"mutatenn: error: variant {name}: {err}", file=sys.stderr)
+    if result.user_errors:
+        return 2
+    return 1 if result.errors else 0

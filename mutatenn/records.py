@@ -1,0 +1,121 @@
+"""The engine's typed records: verdicts, job statuses, a job, its result, a verdict row.
+
+Each record is built in one place (`campaign.plan` builds jobs, `campaign.job` and
+`campaign.dispatch` build job results, `campaign.judge` builds verdict rows) and read
+everywhere else by attribute. `Verdict` is the run folder's own word list
+(`reports.schema`), so the engine, the store, the tables and the report share one set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from reports.schema import SCORED, Verdict
+
+__all__ = ["SCORED", "Verdict", "JobStatus", "Job", "JobResult", "VerdictRow"]
+
+
+class JobStatus(str, Enum):
+    """How a job in a worker process ended."""
+
+    DONE = "done"
+    CRASHED = "crashed"  # build or run raised, or the worker died (segfault, abort, OOM kill)
+    TIMED_OUT = "timed_out"  # no result within the timeout; the worker was killed
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def verdict(self) -> Verdict:
+        """The verdict of a mutant whose build ended this way (DONE is judged instead)."""
+        if self is JobStatus.DONE:
+            raise ValueError("a finished job is judged, not mapped to a verdict")
+        return Verdict(self.value)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One build-and-run in a worker: plain strings and numbers only, because IRModules
+    cannot be serialised in TVM 0.27; the worker rebuilds program and mutant from them."""
+
+    key: str  # the artifact key (build identity)
+    model: str
+    pretrained: str
+    preset: str | None
+    images: str
+    variant: str  # the stack as a variant (`tvm:cpu:O2`), resolved by the runner table
+    runner: str  # "module:Class" of the runner, so extensions registered here reach workers
+    operator: str = ""  # empty: the original program
+    site: int = 0
+    program_hash: str = ""  # the mutant's planned hash, checked when the worker rebuilds it
+    options: Any = None  # mutatenn.build.BuildOptions for TVM stacks (a pass mutant's own)
+    cache_dir: str = ""
+    log_path: str = ""
+    repeats: int = 1
+    pairs: tuple[tuple[str, str], ...] = ()  # (mutant id, stack name) this build settles
+
+    @property
+    def is_original(self) -> bool:
+        return not self.operator
+
+
+@dataclass
+class JobResult:
+    """What came back from one job. ``logits``/``latencies`` are set when ``status`` is DONE."""
+
+    status: JobStatus
+    reason: str = ""
+    log_tail: str = ""
+    logits: np.ndarray | None = field(default=None, repr=False)
+    latencies: np.ndarray | None = field(default=None, repr=False)
+    build_s: float | None = None
+    run_s: float | None = None
+    cached: bool = False
+    unstable_images: list[int] | None = None  # None: not measured (one pass)
+    index: int = -1  # position in the submitted batch (set by the dispatcher)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is JobStatus.DONE
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """The fate of one mutant on one stack, as stored and tabulated."""
+
+    mutant_id: str
+    stack: str
+    verdict: Verdict
+    reason: str = ""
+    artifact: str | None = None
+    values: dict = field(default_factory=dict)  # metric name -> value
+    flipped: int | None = None
+    flipped_images: tuple[int, ...] = ()
+    build_s: float | None = None
+    run_s: float | None = None
+    log_tail: str = ""
+    unstable: int | None = None  # 1 / 0, None when not measured
+    unstable_images: tuple[int, ...] | None = None
+
+    @property
+    def is_killed(self) -> bool:
+        return self.verdict is Verdict.KILLED
+
+    def to_store(self) -> dict:
+        """The row as `store.ResultStore` keeps it (plain values)."""
+        return {"mutant_id": self.mutant_id, "stack": self.stack, "verdict": self.verdict.value,
+                "reason": self.reason, "artifact": self.artifact, "values": dict(self.values),
+                "flipped": self.flipped, "flipped_images": list(self.flipped_images), "build_s": self.build_s,
+                "run_s": self.run_s, "log_tail": self.log_tail, "unstable": self.unstable,
+                "unstable_images": None if self.unstable_images is None else list(self.unstable_images)}
+
+    @classmethod
+    def from_store(cls, row: dict) -> "VerdictRow":
+        images = row.get("unstable_images")
+        return cls(row["mutant_id"], row["stack"], Verdict(row["verdict"]), row.get("reason") or "",
+                   row.get("artifact"), dict(row.get("values") or {}), row.get("flipped"),
+                   tuple(row.get("flipped_images") or ()), row.get("build_s"), row.get("run_s"),
+                   row.get("log_tail") or "", row.get("unstable"), None if images is None else tuple(images))

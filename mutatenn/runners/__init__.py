@@ -1,0 +1,85 @@
+"""Runners: one name -> class table, a lazy import per entry.
+
+A variant ``NAME[:OPTIONS]`` names its runner by ``NAME``. Each entry is a
+``"module:Class"`` reference imported only when that runner is asked for, so TensorFlow
+and torchvision never meet in one process unless a job asks for both. Jobs carry the
+reference itself, so a runner registered in the coordinator (`register_runner`) is
+found by worker processes too. Adding a runner = one file + one line in `RUNNERS`.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+from ..errors import InputError, TargetError
+from .base import Runner, RunOutput, Variant
+
+__all__ = ["RUNNERS", "RunOutput", "Runner", "Variant", "register_runner", "runner_class", "runner_ref",
+           "make_runner", "parse_variant", "parse_variant_list", "export_torch_to_onnx"]
+
+RUNNERS: dict[str, str] = {
+    "tvm": "mutatenn.runners.tvm_relax:TVMRunner",
+    "torch": "mutatenn.runners.pytorch_eager:TorchRunner",
+    "onnxruntime": "mutatenn.runners.onnx_runtime:OnnxRuntimeRunner",
+}
+
+
+def register_runner(name: str, ref: str) -> None:
+    """Add a runner by name: ``ref`` is ``"package.module:Class"`` (a `Runner` subclass)."""
+    if not name.isidentifier():
+        raise ValueError(f"runner name {name!r} must be an identifier")
+    if name in RUNNERS and RUNNERS[name] != ref:
+        raise ValueError(f"runner {name!r} is already registered as {RUNNERS[name]}")
+    RUNNERS[name] = ref
+
+
+def runner_ref(name: str) -> str:
+    """The table's ``module:Class`` for a runner name."""
+    if name not in RUNNERS:
+        raise TargetError(f"unknown runner {name!r} (known: {', '.join(RUNNERS)})")
+    return RUNNERS[name]
+
+
+def runner_class(ref: str) -> type[Runner]:
+    """A runner class from a name in the table or a ``module:Class`` reference."""
+    ref = RUNNERS.get(ref, ref)
+    module, _, cls = ref.partition(":")
+    return getattr(import_module(module), cls)
+
+
+def parse_variant(text: str, ref: str | None = None) -> Variant:
+    """``NAME[:OPTIONS]`` -> the Variant its runner parses (``tvm:cpu:O3``, ``torch``).
+    ``ref`` names the runner class directly (a worker process parsing a job's variant)."""
+    text = text.strip()
+    name, _, rest = text.partition(":")
+    if ref is None and name not in RUNNERS:
+        raise TargetError(f"unknown variant {text!r}: expected {', '.join(_forms())}")
+    return runner_class(ref or name).parse(text, rest)
+
+
+def _forms() -> list[str]:
+    return [runner_class(n).syntax or n for n in RUNNERS]
+
+
+def parse_variant_list(text: str) -> list[Variant]:
+    items = [t for t in (s.strip() for s in text.split(",")) if t]
+    if not items:
+        raise InputError("--variants names no variant")
+    seen, out = set(), []
+    for item in items:
+        if item in seen:
+            raise InputError(f"variant {item!r} is given twice")
+        seen.add(item)
+        out.append(parse_variant(item))
+    return out
+
+
+def make_runner(variant: Variant, program, mod=None, ref: str | None = None) -> Runner:
+    """The runner for ``variant`` (``ref`` overrides the table, as jobs carry it)."""
+    return runner_class(ref or runner_ref(variant.kind))(variant, program, mod)
+
+
+def export_torch_to_onnx(model, input_shape, path):
+    """Export a PyTorch model to ONNX (kept here for scripts that export by hand)."""
+    from .onnx_runtime import export_torch_to_onnx as export
+
+    return export(model, input_shape, path)

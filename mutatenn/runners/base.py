@@ -1,0 +1,119 @@
+"""The Runner contract: every way of running a program (TVM, a framework's own runtime)
+is one subclass that fills in two hooks.
+
+The base class does the bookkeeping every runner needs and no runner should repeat:
+checking the batch, warm-up calls, timing each image, shaping the logits, and turning a
+framework's output into float32 (N, classes). A subclass implements
+
+- ``prepare_impl()``: build or load once (a TVM build, an ONNX export, a session);
+- ``open_impl()``: return ``infer(x) -> array`` for one pass over the images (TVM
+  gives each pass a fresh VM, so repeated passes catch builds that read stale memory);
+
+and may override ``parse`` (what follows ``NAME:`` in a variant), ``check_program``
+(which programs it can run) and ``preflight`` (cheap checks before any work starts).
+New runners are registered by name in `mutatenn.runners.RUNNERS`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InputError, TargetError
+
+WARMUP_CALLS = 2
+
+
+@dataclass
+class RunOutput:
+    """Logits (N, classes) float32 and per-image latency in seconds (one image per call)."""
+
+    logits: np.ndarray
+    latencies: np.ndarray
+
+    @property
+    def latency_ms_median(self) -> float:
+        return float(np.median(self.latencies) * 1e3)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of deploying a program: a runner name plus its parsed options.
+
+    ``text`` is what the user wrote (``tvm:cpu:O3``, ``torch``); ``kind`` is the runner's
+    name in the table; ``target`` and ``options`` are set by runners that build (TVM).
+    """
+
+    text: str
+    kind: str
+    target: Any = None  # mutatenn.build.Target
+    options: Any = None  # mutatenn.build.BuildOptions
+
+
+class Runner:
+    """Prepare a program once, then run image batches: logits and per-image latencies."""
+
+    name = ""  # the variant prefix this runner answers to (its table key)
+    syntax = ""  # the variant's form for help and errors, when it takes options
+    builds = False  # True: prepare() compiles the program (its time is the build time)
+
+    def __init__(self, variant: Variant, program, mod=None):
+        """``mod`` replaces the program's IRModule (a mutant) for runners that build one."""
+        self.variant = variant
+        self.program = program
+        self.mod = mod if mod is not None else getattr(program, "mod", None)
+        self.prepare_s = 0.0
+        self._prepared = False
+
+    # ------------------------------------------------------------ class-level hooks
+    @classmethod
+    def parse(cls, text: str, rest: str) -> Variant:
+        """The variant for ``text`` (``rest`` is what follows ``NAME:``); default: no options."""
+        if rest:
+            raise TargetError(f"variant {text!r}: {cls.name} takes no options")
+        return Variant(text, cls.name)
+
+    @classmethod
+    def check_program(cls, program) -> None:
+        """Raise InputError when this runner cannot run ``program`` (default: any program)."""
+
+    @classmethod
+    def preflight(cls, variant: Variant) -> None:
+        """Cheap checks in the coordinator before any work starts (a reachable address...)."""
+
+    # ------------------------------------------------------------ the contract
+    def prepare(self) -> float:
+        """Build or load once; returns the seconds it took (0 when already prepared)."""
+        if self._prepared:
+            return 0.0
+        self.check_program(self.program)
+        start = time.perf_counter()
+        self.prepare_impl()
+        self.prepare_s = time.perf_counter() - start
+        self._prepared = True
+        return self.prepare_s
+
+    def run(self, batch: np.ndarray) -> RunOutput:
+        """One pass over ``batch`` (N images, input layout): warm up, then time each image."""
+        if len(batch) == 0:
+            raise InputError("no images to run")
+        self.prepare()
+        infer = self.open_impl()
+        for _ in range(WARMUP_CALLS):
+            infer(batch[:1])
+        outs, lat = [], np.empty(len(batch))
+        for i in range(len(batch)):
+            start = time.perf_counter()
+            out = infer(batch[i : i + 1])
+            lat[i] = time.perf_counter() - start
+            outs.append(np.asarray(out, dtype=np.float32).reshape(1, -1))
+        return RunOutput(np.concatenate(outs, axis=0), lat)
+
+    # ------------------------------------------------------------ instance hooks
+    def prepare_impl(self) -> None:
+        """Build or load what ``open_impl`` needs (default: nothing)."""
+
+    def open_impl(self) -> Callable[[np.ndarray], Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement open_impl")

@@ -1,0 +1,86 @@
+"""TVM: build the Relax program for a target and run it on the Relax VM (local CPU,
+CUDA, or a remote device over TVM RPC)."""
+from __future__ import annotations
+
+import re
+import socket
+import tempfile
+from pathlib import Path
+
+from ..build import DEFAULT_OPT_LEVEL, BuildOptions, build_artifact, check_runnable, parse_target
+from ..errors import InputError, TargetError, first_line
+from .base import Runner, Variant
+
+_OPT_SUFFIX = re.compile(r"^(?P<target>.+?)(?::O(?P<level>\d))?$")
+
+
+class TVMRunner(Runner):
+    name = "tvm"
+    syntax = "tvm:TARGET[:O<level>]"
+    builds = True
+
+    def __init__(self, variant: Variant, program, mod=None):
+        super().__init__(variant, program, mod)
+        self.executable = None  # set by prepare(), or beforehand by `use_executable`
+
+    @classmethod
+    def parse(cls, text: str, rest: str) -> Variant:
+        match = _OPT_SUFFIX.match(rest)
+        if not rest or not match:
+            raise TargetError(f"variant {text!r} names no target")
+        level = int(match["level"]) if match["level"] is not None else DEFAULT_OPT_LEVEL
+        if level > 3:
+            raise TargetError(f"variant {text!r}: opt level must be O0..O3")
+        return Variant(text, cls.name, parse_target(match["target"]), BuildOptions(opt_level=level))
+
+    @classmethod
+    def preflight(cls, variant: Variant) -> None:
+        if variant.target.device == "rpc":
+            check_rpc_reachable(variant.target.rpc_host, variant.target.rpc_port)
+
+    def use_executable(self, executable) -> None:
+        """Run an executable built earlier (the build cache) instead of building."""
+        self.executable = executable
+        self._prepared = True
+
+    def prepare_impl(self) -> None:
+        self.executable = build_artifact(self.mod, self.variant.target, self.variant.options)
+
+    def open_impl(self):
+        import tvm
+        from tvm import relax
+
+        target = self.variant.target
+        if target.device == "rpc":
+            lib, dev = _upload(self.executable, target)
+        else:
+            check_runnable(target)
+            lib, dev = self.executable, (tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0))
+        main = relax.VirtualMachine(lib, dev)["main"]
+        return lambda x: main(tvm.runtime.tensor(x, device=dev)).numpy()
+
+
+def check_rpc_reachable(host: str, port: int, timeout: float = 3.0) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise TargetError(f"RPC server rpc://{host}:{port} is not reachable: {err.strerror or err}") from None
+
+
+def _upload(executable, target):
+    """Export the executable, upload it to the RPC server, load it there; (module, device)."""
+    from tvm import rpc
+
+    check_rpc_reachable(target.rpc_host, target.rpc_port)
+    try:
+        remote = rpc.connect(target.rpc_host, target.rpc_port, session_timeout=600)
+    except Exception as err:  # any failure to open the session is the address's problem
+        raise InputError(f"cannot open an RPC session with rpc://{target.rpc_host}:{target.rpc_port}: "
+                         f"{first_line(err)}") from None
+    with tempfile.TemporaryDirectory(prefix="mutatenn-rpc-") as tmp:
+        lib_path = Path(tmp) / "program.so"
+        executable.export_library(str(lib_path))
+        remote.upload(str(lib_path))
+        lib = remote.load_module(lib_path.name)
+    return lib, remote.cpu(0)

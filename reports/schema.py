@@ -1,0 +1,108 @@
+"""The run-folder contract (docs/RUN-FOLDER.md): the words and columns the engine writes
+and the report reads, by name.
+
+It lives in ``reports/`` because the arrows run downward: the engine (``mutatenn``) may
+import this package, but ``reports`` must not import the engine. Nothing here imports
+anything heavier than the standard library.
+
+The comparison metrics are not listed here: the writer records them in ``run.json``
+(``metrics``: name, title, direction, scale, doc, taken from the comparison-operator
+catalogue), and the reader takes them from there, so a metric added to the catalogue
+reaches every table and the report without touching this file.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Verdict(str, Enum):
+    """The fate of one mutant on one stack."""
+
+    KILLED = "killed"
+    SURVIVED = "survived"
+    CRASHED = "crashed"
+    TIMED_OUT = "timed_out"
+    NON_VIABLE = "non_viable"
+    EQUIVALENT = "equivalent"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_scored(self) -> bool:
+        """Counted in the mutation score's denominator (killed, survived, crashed, timed out)."""
+        return self in SCORED
+
+    @property
+    def is_judged(self) -> bool:
+        """The mutant ran to the end and was compared with the original."""
+        return self in (Verdict.KILLED, Verdict.SURVIVED)
+
+
+SCORED = (Verdict.KILLED, Verdict.SURVIVED, Verdict.CRASHED, Verdict.TIMED_OUT)
+VERDICT_NAMES = tuple(v.value for v in Verdict)
+SCORED_NAMES = tuple(v.value for v in SCORED)
+
+# ---------------------------------------------------------------- files
+RUN_JSON = "run.json"
+IMAGES_JSON = "images.json"
+MUTANTS_JSON = "mutants.json"
+VERDICTS_CSV = "verdicts.csv"
+SCORES_CSV = "scores.csv"
+DISCREPANCIES_CSV = "discrepancies.csv"
+PER_IMAGE = "per_image"  # .csv (campaign, comparison) and .json (comparison)
+COMPARISON = "comparison"  # .csv and .json
+PAIRWISE_CSV = "pairwise.csv"
+RESULTS_SQLITE = "results.sqlite"
+
+# ---------------------------------------------------------------- columns
+VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
+VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable"]
+SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable"]
+DISCREPANCY_INFO = ["mutant_id", "operator", "level", "site", "unstable_on"]
+CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
+MUTANT_FIELDS = ["id", "operator", "level", "site", "status", "reason", "hash", "diff"]
+LATENCY_COLUMNS = ["latency_ms_median", "latency_ms_p10", "latency_ms_p90"]
+COMPARISON_HEAD = ["variant", "baseline"]
+COMPARISON_TAIL = ["accuracy", "build_s", "error"]
+PAIRWISE_HEAD = ["variant_a", "variant_b"]
+COMPARISON_PER_IMAGE_COLUMNS = ["image", "label", "variant", "top1", "top1_score", "top5",
+                                "agrees_with_baseline"]
+
+# Run folders written before run.json recorded its metrics held exactly these.
+LEGACY_METRICS = [
+    {"name": "top1_agreement", "title": "Top-1 agr.", "direction": "higher_is_closer", "scale": "unit",
+     "doc": "share of images with the same top-1 label (1 = identical)"},
+    {"name": "topk_overlap", "title": "Top-k overlap", "direction": "higher_is_closer", "scale": "unit",
+     "doc": "overlap of the top-k label sets (1 = identical)"},
+    {"name": "kendall_tau", "title": "Kendall τ", "direction": "higher_is_closer", "scale": "signed_unit",
+     "doc": "rank correlation of the scores (1 = same order)"},
+    {"name": "rbo", "title": "RBO", "direction": "higher_is_closer", "scale": "unit",
+     "doc": "rank-biased overlap of the rankings (1 = identical)"},
+    {"name": "max_abs_error", "title": "Max abs err", "direction": "lower_is_closer", "scale": "distance",
+     "doc": "largest absolute difference of an output value (0 = identical)"},
+    {"name": "rel_l2", "title": "Rel. L2", "direction": "lower_is_closer", "scale": "distance",
+     "doc": "relative L2 distance of the outputs (0 = identical)"},
+    {"name": "cosine", "title": "Cosine", "direction": "higher_is_closer", "scale": "unit",
+     "doc": "cosine similarity of the outputs (1 = identical)"},
+    {"name": "latency_ratio", "title": "Latency ×", "direction": "lower_is_closer", "scale": "ratio",
+     "doc": "median latency of A over B (1 = same speed)"},
+]
+
+
+def metric_names(metrics: list[dict]) -> list[str]:
+    return [m["name"] for m in metrics]
+
+
+def verdict_columns(metrics: list[dict]) -> list[str]:
+    """verdicts.csv: mutant and stack, verdict, every metric, then flips, timings, log, stability."""
+    return [*VERDICT_HEAD, *metric_names(metrics), *VERDICT_TAIL]
+
+
+def comparison_columns(metrics: list[dict]) -> list[str]:
+    """comparison.csv: variant and baseline, every metric, latency spread, accuracy, build time, error."""
+    return [*COMPARISON_HEAD, *metric_names(metrics), *LATENCY_COLUMNS, *COMPARISON_TAIL]
+
+
+def pairwise_columns(metrics: list[dict]) -> list[str]:
+    return [*PAIRWISE_HEAD, *metric_names(metrics)]
