@@ -21,8 +21,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -47,14 +45,15 @@ def config_dict(images: str) -> dict:
 
 def serial_baseline(config) -> tuple[int, float]:
     """Every mutant built from scratch and run in this process, one after another."""
+    from dataclasses import replace
+
     import mutators
     import operators
-    from mutatenn.build import build_artifact
-    from mutatenn.campaign import enumerate_selected
-    from mutatenn.execute import input_batch
+    from mutatenn.campaign.plan import enumerate_selected
+    from mutatenn.execute import input_batch, run_variant
     from mutatenn.images import load_image_set
     from mutatenn.loading import load_program
-    from mutatenn.runners import run_tvm
+    from mutatenn.runners import parse_variant
 
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -62,8 +61,8 @@ def serial_baseline(config) -> tuple[int, float]:
         program = load_program(config.model, config.pretrained, config.preset)
     batch = input_batch(program, load_image_set(config.images))
     stack = config.stacks[0]
-    target = stack.target
-    reference = run_tvm(build_artifact(program.mod, target, stack.options), target, batch)
+    variant = replace(parse_variant(stack.variant_text), options=stack.options)
+    reference = run_variant(program, variant, batch).output
     listed = enumerate_selected(program, config)
     killed = 0
     for m in listed:
@@ -71,7 +70,7 @@ def serial_baseline(config) -> tuple[int, float]:
         if mutant.mod is None:
             continue
         options = stack.options.with_overrides(mutant.build_options)
-        out = run_tvm(build_artifact(mutant.mod, target, options), target, batch)
+        out = run_variant(program, replace(variant, options=options), batch, mod=mutant.mod).output
         killed += config.criterion.is_killed(operators.compare_outputs(reference.logits, out.logits))
         print(f"  serial: {m.id} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return len(listed), time.perf_counter() - start

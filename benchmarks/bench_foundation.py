@@ -24,12 +24,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "foundation.txt")
     args = parser.parse_args()
 
-    from mutatenn.build import build_artifact
-    from mutatenn.execute import input_batch
+    from mutatenn.execute import input_batch, run_variant
     from mutatenn.images import load_image_set
     from mutatenn.loading import load_program
-    from mutatenn.runners import export_torch_to_onnx, run_onnxruntime, run_torch, run_tvm
-    from mutatenn.variants import parse_variant
+    from mutatenn.runners import parse_variant
 
     rows = []
     start = time.perf_counter()
@@ -41,22 +39,13 @@ def main() -> int:
     batch = input_batch(program, images)
     reference = None
     for text in ["tvm:cpu:O0", "tvm:cpu:O3"]:
-        variant = parse_variant(text)
-        start = time.perf_counter()
-        executable = build_artifact(program.mod, variant.target, variant.options)
-        build_s = time.perf_counter() - start
-        out = run_tvm(executable, variant.target, batch)
-        rows.append((text, build_s, out))
-    out = run_torch(program.native, batch)
+        result = run_variant(program, parse_variant(text), batch)
+        rows.append((text, result.build_s, result.output))
+    out = run_variant(program, parse_variant("torch"), batch).output
     rows.append(("torch (eager)", 0.0, out))
     reference = out.logits
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        path = export_torch_to_onnx(program.native, program.input.shape, Path(tmp) / "m.onnx")
-        export_s = time.perf_counter() - start
-        rows.append(("onnxruntime", export_s, run_onnxruntime(path, batch)))
+    result = run_variant(program, parse_variant("onnxruntime"), batch)
+    rows.append(("onnxruntime", result.build_s, result.output))
 
     lines = [f"# {args.model} on {len(images)} images ({args.images}); {platform.processor() or platform.machine()}, "
              f"{__import__('os').cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}",

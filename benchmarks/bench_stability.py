@@ -36,9 +36,9 @@ def _digest(logits) -> str:
 def child(args) -> int:
     import mutators
     from mutatenn.build import BuildOptions, build_artifact, parse_target
-    from mutatenn.campaign_job import differing_rows
+    from mutatenn.campaign.job import differing_rows
     from mutatenn.execute import cached_images, cached_program, input_batch
-    from mutatenn.runners import run_tvm
+    from mutatenn.runners import Variant, make_runner
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,8 +58,10 @@ def child(args) -> int:
             rows.append({"id": m.id, "operator": m.operator, "digest": "", "unstable_images": 0,
                          "build_error": f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]})
             continue
-        first = run_tvm(executable, target, batch).logits
-        second = run_tvm(executable, target, batch).logits
+        runner = make_runner(Variant(f"tvm:{args.target}", "tvm", target, BuildOptions(opt_level=2)), program)
+        runner.use_executable(executable)
+        first = runner.run(batch).logits
+        second = runner.run(batch).logits
         rows.append({"id": m.id, "operator": m.operator, "digest": _digest(first),
                      "unstable_images": len(differing_rows(first, [second]))})
     Path(args.child).write_text(json.dumps(rows))

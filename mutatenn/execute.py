@@ -29,9 +29,11 @@ def input_batch(program: Program, images: ImageSet) -> np.ndarray:
     return preprocess(images, program.preset, program.input.shape, program.input.layout)
 
 
-def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_ref: str | None = None) -> VariantResult:
-    """Prepare and run one variant through its runner; errors propagate."""
-    runner = make_runner(variant, program, ref=runner_ref)
+def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_ref: str | None = None,
+                mod=None) -> VariantResult:
+    """Prepare and run one variant through its runner (``mod``: a mutant instead of the
+    program's own module); errors propagate."""
+    runner = make_runner(variant, program, mod=mod, ref=runner_ref)
     build_s = runner.prepare()
     return VariantResult(variant.text, runner.run(batch), build_s)
 

@@ -372,8 +372,34 @@ def _tile_axis(plan: _BlockPlan, vec: _Axis | None) -> _Axis | None:
     return best
 
 
-def _lanes_for(extent: int, lanes: int) -> int:
+def _contiguous_in(plan: _BlockPlan, vec: _Axis) -> bool:
+    """Whether every read that depends on the vector axis reads consecutive elements along
+    it (the axis appears only in the last index, with coefficient 1): TVM turns other
+    vector loads into one scalar load per lane, slower than LLVM's own vectoriser."""
+    import tvm
+
+    for load in plan.reads:
+        for pos, index in enumerate(load.indices):
+            if not _depends_on(index, vec.var):
+                continue
+            if pos != len(load.indices) - 1:
+                return False
+            try:
+                coeffs = tvm.sym.detect_linear_equation(index, [vec.var])
+            except Exception:  # noqa: BLE001
+                return False
+            if len(coeffs) != 2 or _int(tvm.sym.Analyzer().simplify(coeffs[0])) != 1:
+                return False
+    return True
+
+
+def _lanes_for(extent: int, lanes: int, pow2: bool = False) -> int:
     """Vector factor for an axis: all of it when it fits, else the largest divisor >= lanes/2."""
+    if pow2:
+        f = 1
+        while f * 2 <= lanes and extent % (f * 2) == 0:
+            f *= 2
+        return f
     if extent <= lanes:
         return extent if extent >= 2 else 1
     d = _largest_divisor(extent, lanes)
@@ -382,44 +408,80 @@ def _lanes_for(extent: int, lanes: int) -> int:
 
 class _Rules:
     def __init__(self, target):
+        import os
         self.target = target
         self.bits = vector_bits(target)
         self.tile = 16 if self.bits >= 512 else 8
+        self.mode = os.environ.get("SX_MODE", "")
 
     # -- one block
     def schedule_block(self, sch, block_rv, plan: _BlockPlan) -> bool:
-        """Reschedule one eligible block in ``sch``; True when something changed."""
+        """Reschedule one eligible block in ``sch``; True when something changed.
+
+        Blocks without a clean vector lane keep their loops: a ``parallel`` loop body
+        is outlined into a closure where LLVM no longer sees the buffers as non-aliasing
+        and stops auto-vectorising, which made such blocks several times slower."""
+        if not plan.spatial:
+            return False
         lanes = max(self.bits // max(plan.dtype_bits, 8), 1)
-        vec = _vector_axis(plan)
-        if plan.has_if_then_else:
-            vec = None  # padding: keep guarded loads out of vector lanes
-        vec_factor = _lanes_for(vec.extent, lanes) if vec is not None else 1
-        if vec_factor < 2:
-            vec = None
+        vec = None if plan.has_if_then_else else _vector_axis(plan)  # padding: no guarded lanes
+        if vec is None:
+            return False
+        contiguous = _contiguous_in(plan, vec)
+        if plan.reduction:
+            tile = _tile_axis(plan, vec)
+            if not contiguous and tile is None:
+                return False  # strided lanes with no register reuse: LLVM does better
+            factor = _lanes_for(vec.extent, lanes)
+            if factor < 2:
+                return False
+            return self._tiled(sch, block_rv, plan, vec, factor, tile)
+        if not contiguous or "noinj" in self.mode:
+            return False
+        factor = _lanes_for(vec.extent, lanes, pow2=True)
+        if factor < 2:
+            return False
+        return self._tiled(sch, block_rv, plan, vec, factor, None)
+
+    def _outer_parallel(self, sch, plan: _BlockPlan) -> bool:
+        """Fuse the spatial loops outside the first reduction loop (all but the innermost
+        loop for an injective block) and run them in parallel; inner loops stay as they are."""
+        if plan.work < MIN_PARALLEL_WORK or "nopar" in self.mode:
+            return False
+        lead = []
+        for axis in plan.axes:
+            if not axis.spatial:
+                break
+            lead.append(axis)
+        if len(lead) == len(plan.axes):
+            lead = lead[:-1]  # keep the innermost loop for LLVM's vectoriser
+        if not any(a.extent > 1 for a in lead):
+            return False
+        loops = [a.loop for a in lead]  # a prefix of the nest: adjacent loops
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        sch.parallel(fused)
+        return True
+
+    def _tiled(self, sch, block_rv, plan: _BlockPlan, vec: _Axis, vec_factor: int, tile) -> bool:
+        """Outer spatial loops fused and parallel, then the reduction loops in their order,
+        then a register tile of a second spatial axis, then the vector lane."""
         is_reduction = bool(plan.reduction)
-        tile = _tile_axis(plan, vec) if is_reduction else None
         tile_factor = _largest_divisor(tile.extent, self.tile) if tile is not None else 1
         if tile_factor < 2:
             tile = None
-        spatial = plan.spatial
-        if not spatial:
-            return False
-        # Split the vector and tile axes.
         outer_of, inner = {}, []
         if tile is not None:
             t_outer, t_inner = sch.split(tile.loop, factors=[None, tile_factor])
             outer_of[id(tile)] = t_outer
             inner.append(t_inner)
-        v_inner = None
-        if vec is not None:
-            if vec_factor == vec.extent:
-                v_outer, v_inner = None, vec.loop
-            else:
-                v_outer, v_inner = sch.split(vec.loop, factors=[None, vec_factor])
-            outer_of[id(vec)] = v_outer
-            inner.append(v_inner)
+        if vec_factor == vec.extent:
+            v_outer, v_inner = None, vec.loop
+        else:
+            v_outer, v_inner = sch.split(vec.loop, factors=[None, vec_factor])
+        outer_of[id(vec)] = v_outer
+        inner.append(v_inner)
         outer = []
-        for axis in spatial:
+        for axis in plan.spatial:
             if id(axis) in outer_of:
                 if outer_of[id(axis)] is not None:
                     outer.append(outer_of[id(axis)])
@@ -431,16 +493,14 @@ class _Rules:
         fused = None
         if outer:
             fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        if v_inner is not None:
-            sch.vectorize(v_inner)
-        if fused is not None and plan.work >= MIN_PARALLEL_WORK:
+        sch.vectorize(v_inner)
+        if fused is not None and plan.work >= MIN_PARALLEL_WORK and (is_reduction or "injnopar" not in self.mode):
             sch.parallel(fused)
         if is_reduction:
-            if tile is not None:
-                # keep the accumulators of the tile in registers
-                sch.unroll(inner[0])
+            if tile is not None and "nounroll" not in self.mode:
+                sch.unroll(inner[0])  # the tile's accumulators side by side
             sch.decompose_reduction(block_rv, plan.reduction[0].loop)
-        return v_inner is not None or (fused is not None and plan.work >= MIN_PARALLEL_WORK)
+        return True
 
 
 def _root_blocks(sch):

@@ -16,7 +16,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .base import RelaxOperator, Site, main_function, replace_main
+from .base import Example, RelaxOperator, Site, main_function, replace_main
 
 # Op names → short kinds used in operator names and site descriptions.
 _ACTIVATIONS = {
@@ -227,6 +227,9 @@ class GraphOperator(RelaxOperator):
     def sites(self, mod: tvm.IRModule) -> list[Site]:
         return [Site(i, desc, key) for i, (desc, key) in enumerate(self.layer_sites(mod))]
 
+    def examples(self) -> list[Example]:
+        return list(EXAMPLES.get(self.name, ()))
+
 
 # ---------------------------------------------------------------- insert a tensor op
 
@@ -436,3 +439,41 @@ OPERATORS = (
     DuplicateLayer(),
     SwapLayers(),
 )
+
+
+# Worked examples (`base.Example`) on `mutators.examples.PROGRAMS`, by operator name:
+# program, site, text of a removed line, text of an added line of the Relax diff.
+EXAMPLES: dict[str, tuple[Example, ...]] = {
+    "insert_exp_before": (Example("cnn", 0, "R.nn.conv2d(x,", "R.exp(x)"),),
+    "insert_exp_after": (Example("cnn", 3, "R.matmul(lv7,", "R.exp(lv_1)"),),
+    "insert_round_before": (Example("cnn", 3, "R.matmul(lv7,", "R.round(lv7)"),),
+    "insert_round_after": (Example("cnn", 2, "R.nn.conv2d(lv3,", "R.round(lv_1)"),),
+    "insert_negate_before": (Example("arith", 0, "R.nn.batch_norm(x,", "R.negative(x)"),),
+    "insert_negate_after": (Example("cnn", 4, "R.add(lv8,", "R.negative(lv_1)"),),
+    "insert_transpose_before": (Example("cnn", 0, "R.nn.conv2d(x,", "R.permute_dims(x, axes=[0, 1, 3, 2])"),),
+    "insert_transpose_after": (Example("cnn", 2, "R.nn.conv2d(lv3,", "R.permute_dims(lv_1, axes=[0, 1, 3, 2])"),),
+    "replace_add_with_subtract": (Example("cnn", 0, "R.add(lv, ", "R.subtract(lv, "),
+                                  Example("cnn", 1, "R.add(lv8, ", "R.subtract(lv8, ")),
+    "replace_subtract_with_add": (Example("arith", 0, "R.subtract(lv1, ", "R.add(lv1, "),),
+    "replace_multiply_with_divide": (Example("arith", 0, "R.multiply(lv2, ", "R.divide(lv2, "),),
+    "replace_divide_with_multiply": (Example("arith", 0, "R.divide(lv3, ", "R.multiply(lv3, "),),
+    "replace_max_pool2d_with_avg_pool2d": (Example("cnn", 0, "R.nn.max_pool2d(lv2, ", "R.nn.avg_pool2d(lv2, "),),
+    "replace_avg_pool2d_with_max_pool2d": (Example("cnn", 0, "R.nn.avg_pool2d(lv5, ", "R.nn.max_pool2d(lv5, "),),
+    "replace_activation_with_relu": (Example("arith", 0, "R.sigmoid(lv4)", "R.nn.relu(lv4)"),
+                                     Example("arith", 1, "R.tanh(lv5)", "R.nn.relu(lv5)")),
+    "replace_activation_with_sigmoid": (Example("cnn", 0, "R.nn.relu(lv1)", "R.sigmoid(lv1)"),
+                                        Example("arith", 0, "R.tanh(lv5)", "R.sigmoid(lv5)")),
+    "replace_activation_with_tanh": (Example("cnn", 1, "R.nn.relu(lv4)", "R.tanh(lv4)"),
+                                     Example("arith", 0, "R.sigmoid(lv4)", "R.tanh(lv4)")),
+    "replace_activation_with_leaky_relu": (Example("cnn", 0, "R.nn.relu(lv1)", "R.nn.leakyrelu(lv1, alpha=0.01)"),),
+    # the layer's output variable is bound to its input
+    "remove_activation": (Example("cnn", 0, "R.nn.relu(lv1)", 'lv2: R.Tensor((1, 4, 8, 8), dtype="float32") = lv1'),),
+    "deactivate_layer": (Example("cnn", 1, "R.nn.conv2d(lv3,", 'lv4: R.Tensor((1, 4, 4, 4), dtype="float32") = lv3'),
+                         Example("arith", 3, "R.divide(lv3,", 'lv4: R.Tensor((1, 2, 4, 4), dtype="float32") = lv3')),
+    # the layer is applied again to its own output (lv_1)
+    "duplicate_layer": (Example("cnn", 0, "R.add(lv, ", "R.add(lv_1, "),
+                        Example("arith", 5, "R.tanh(lv5)", "R.tanh(lv_1)")),
+    # relu then max_pool2d: the pool now reads relu's input; sigmoid then tanh: tanh reads sigmoid's input
+    "swap_layers": (Example("cnn", 1, "R.nn.max_pool2d(lv2, ", "R.nn.max_pool2d(lv1, "),
+                    Example("arith", 4, "R.tanh(lv5)", "R.tanh(lv4)")),
+}

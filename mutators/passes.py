@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import tvm
 
-from .base import MutationOperator, Outcome, Site, lower, structural_hash_hex
+from .base import Example, MutationOperator, Outcome, Site, lower, structural_hash_hex
 
 # The one pass table of MutateNN, read by the pass mutants here and by the builder
 # (`mutatenn.build`): every Relax pass a build may run before VM lowering, in pipeline
@@ -84,6 +84,9 @@ class PassOperator(MutationOperator):
     def diff(self, original: tvm.IRModule, mutated: tvm.IRModule, site: Site) -> str:
         return f"build options: {self.build_options(site)}"
 
+    def examples(self) -> list[Example]:
+        return list(EXAMPLES.get(self.name, ()))
+
 
 class OptLevel(PassOperator):
     name = "pass_opt_level"
@@ -111,3 +114,12 @@ class FastMath(PassOperator):
 
 
 OPERATORS = (OptLevel(), DisablePass(), FastMath())
+
+
+# Worked examples (`base.Example`) on `mutators.examples.PROGRAMS`, by operator name. The
+# program is unchanged, so there is no ``before``; ``after`` is the build option set.
+EXAMPLES: dict[str, tuple[Example, ...]] = {
+    "pass_opt_level": (Example("cnn", 0, "", "{'opt_level': 0}"),),
+    "pass_disable": (Example("cnn", 1, "", "{'disabled_pass': ['FuseOps']}"),),
+    "pass_fast_math": (Example("arith", 0, "", "{'fast_math': True}"),),
+}

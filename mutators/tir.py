@@ -24,6 +24,7 @@ from .base import (
     EQUIVALENT,
     NON_VIABLE,
     PENDING,
+    Example,
     MutationOperator,
     Outcome,
     Site,
@@ -189,6 +190,9 @@ class TirOperator(MutationOperator):
 
     def describe(self, func_name: str, index: _FuncIndex, position: int, inner_text: str) -> str:
         raise NotImplementedError
+
+    def examples(self) -> list[Example]:
+        return list(EXAMPLES.get(self.name, ()))
 
     # -- contract
     def sites(self, mod: tvm.IRModule) -> list[Site]:
@@ -518,3 +522,60 @@ OPERATORS = (
     LoopExtentMinus1(),
     LoopMinPlus1(),
 )
+
+
+# Worked examples (`base.Example`) on `mutators.examples.PROGRAMS`, by operator name:
+# program, site, text of a removed line, text of an added line of the PrimFunc's diff.
+# The CNN's conditions are conv2d padding checks (``1 <= v_i2 and v_i2 < 9``); those of
+# ``compare`` are ``x > 0.5``, ``x >= 0.25``, ``vi == 3`` and ``vi != 5``.
+_FLT_MIN = "T.float32(-340282346638528859811704183484516925440.0)"  # max_pool2d's init value
+EXAMPLES: dict[str, tuple[Example, ...]] = {
+    "tir_lt_to_le": (Example("cnn", 0, "v_i2 < T.int64(9)", "v_i2 <= T.int64(9)"),),
+    "tir_le_to_lt": (Example("cnn", 0, "T.int64(1) <= v_i2", "T.int64(1) < v_i2"),),
+    "tir_gt_to_ge": (Example("compare", 0, "x[vi] > T.float32(0.5)", "x[vi] >= T.float32(0.5)"),),
+    "tir_ge_to_gt": (Example("compare", 0, "x[vi] >= T.float32(0.25)", "x[vi] > T.float32(0.25)"),),
+    "tir_lt_to_gt": (Example("cnn", 3, "v_i3 < T.int64(5)", "v_i3 > T.int64(5)"),),
+    "tir_gt_to_lt": (Example("compare", 0, "x[vi] > T.float32(0.5)", "x[vi] < T.float32(0.5)"),),
+    "tir_eq_to_ne": (Example("compare", 0, "vi == 3", "vi != 3"),),
+    "tir_ne_to_eq": (Example("compare", 0, "vi != 5", "vi == 5"),),
+    "tir_cond_rhs_plus1": (Example("cnn", 1, "v_i2 < T.int64(9)", "v_i2 < T.Add(T.int64(9), T.int64(1))"),
+                           Example("compare", 0, "x[vi] > T.float32(0.5)",
+                                   "x[vi] > T.Add(T.float32(0.5), T.float32(1.0))")),
+    "tir_cond_rhs_minus1": (Example("cnn", 0, "T.int64(1) <= v_i2", "T.int64(1) <= v_i2 - T.int64(1)"),
+                            Example("compare", 3, "vi != 5", "vi != T.Sub(5, 1)")),
+    "tir_store_cast_float16": (
+        Example("cnn", 12, "matmul[v_i0, v_i1] = matmul[v_i0, v_i1] + lv7",
+                'matmul[v_i0, v_i1] = T.Cast("float32", T.Cast("float16", matmul[v_i0, v_i1] + lv7'),
+        # the init store of a reduction: 0.0 survives the round trip
+        Example("cnn", 6, "conv2d_nchw[v_nn, v_ff, v_yy, v_xx] = T.float32(0.0)",
+                'T.Cast("float32", T.Cast("float16", T.float32(0.0)))', status="equivalent"),
+    ),
+    # rounded to the nearest bfloat16 with integer operations on the float32 bits
+    "tir_store_cast_bfloat16": (Example("cnn", 12, "matmul[v_i0, v_i1] = matmul[v_i0, v_i1] + lv7",
+                                        'T.reinterpret("uint32", T.Cast("float32", matmul[v_i0, v_i1] + lv7'),),
+    "tir_store_cast_int8": (Example("cnn", 0, "T_add[v_ax0, v_ax1, v_ax2, v_ax3] = lv[",
+                                    'T_add[v_ax0, v_ax1, v_ax2, v_ax3] = T.Cast("float32", T.Cast("int8", lv['),),
+    "tir_store_cast_int16": (Example("cnn", 17, "T_reshape[v_ax0, v_ax1] = lv6[",
+                                     'T_reshape[v_ax0, v_ax1] = T.Cast("float32", T.Cast("int16", lv6['),),
+    "tir_store_cast_int32": (Example("cnn", 15, "= T.max(lv1[v_i0, v_i1, v_i2, v_i3], T.float32(0.0))",
+                                     'T.Cast("float32", T.Cast("int32", T.max(lv1['),),
+    "tir_store_add1": (
+        Example("cnn", 1, "T_add[v_ax0, v_ax1] = lv8[v_ax0, v_ax1] + B[v_ax1]", "+ B[v_ax1] + T.float32(1.0)"),
+        # max_pool2d's init value -FLT_MAX absorbs the +1 (float32 rounding)
+        Example("cnn", 13, _FLT_MIN, f"T.Add({_FLT_MIN}, T.float32(1.0))", status="equivalent"),
+    ),
+    "tir_store_sub1": (Example("cnn", 14, "pool_max[v_ax0, v_ax1, v_ax2, v_ax3] = T.max(pool_max",
+                               "* T.int64(2) + v_rv1]) - T.float32(1.0)"),),
+    "tir_store_scale2": (
+        Example("cnn", 12, "matmul[v_i0, v_i1] = matmul[v_i0, v_i1] + lv7",
+                "matmul[v_i0, v_i1] = (matmul[v_i0, v_i1] + lv7[v_i0, v_k] * B[v_k, v_i1]) * T.float32(2.0)"),
+        Example("cnn", 11, "matmul[v_i0, v_i1] = T.float32(0.0)", "T.Mul(T.float32(0.0), T.float32(2.0))",
+                status="equivalent"),
+    ),
+    "tir_loop_extent_minus1": (Example("compare", 0, "for i in range(8):", "for i in range(7):"),
+                               Example("cnn", 38, "T.grid(T.int64(1), T.int64(10), T.int64(16))",
+                                       "T.grid(T.int64(1), T.int64(10), T.int64(15))")),
+    "tir_loop_min_plus1": (Example("compare", 0, "for i in range(8):", "for i in range(1, 8):"),
+                           Example("cnn", 28, "T.grid(T.int64(1), T.int64(10), T.int64(16))",
+                                   "for k in range(T.int64(1), T.int64(16)):")),
+}

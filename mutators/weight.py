@@ -19,6 +19,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .base import (
     EQUIVALENT,
     NON_VIABLE,
+    Example,
     Outcome,
     RelaxOperator,
     Site,
@@ -133,6 +134,9 @@ class WeightOperator(RelaxOperator):
 
     def describe(self, ws: WeightSite, index: int) -> str:
         return ws.describe()
+
+    def examples(self) -> list[Example]:
+        return list(EXAMPLES.get(self.name, ()))
 
     def new_array(self, old: np.ndarray, site: Site) -> np.ndarray:
         raise NotImplementedError
@@ -262,3 +266,21 @@ class InvertNeuron(ChannelOperator):
 
 
 OPERATORS = (GaussianFuzz(), ShuffleWeight(), BlockNeuron(), InvertNeuron(), DropPrecision())
+
+
+# Worked examples (`base.Example`) on `mutators.examples.PROGRAMS`, by operator name. The
+# diff of a weight mutant is a summary: ``before`` names the constant, ``after`` says how
+# many of its values changed.
+EXAMPLES: dict[str, tuple[Example, ...]] = {
+    "fuzz_weight_gaussian": (Example("cnn", 0, "weight of conv2d #1 of 2", "36 of 36 values changed"),
+                             Example("arith", 0, "gamma of batch_norm #1 of 1", "2 of 2 values changed")),
+    "shuffle_weight": (Example("cnn", 3, "weight of matmul #1 of 1", "158 of 160 values changed"),),
+    # one output channel: a 3x3 kernel of conv2d #1, a column of the matmul weight
+    "block_neuron_effect": (Example("cnn", 0, "weight of conv2d #1 of 2", "9 of 36 values changed"),
+                            Example("cnn", 2, "weight of matmul #1 of 1", "16 of 160 values changed")),
+    "invert_neuron_activation": (Example("cnn", 1, "weight of conv2d #2 of 2", "36 of 144 values changed"),),
+    "drop_weight_precision": (Example("cnn", 2, "weight of conv2d #2 of 2", "144 of 144 values changed"),
+                              # gamma [1.5, 0.5] is exact in float16: nothing changes
+                              Example("arith", 0, "gamma of batch_norm #1 of 1", "0 of 2 values changed",
+                                      status="equivalent")),
+}

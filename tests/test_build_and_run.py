@@ -8,11 +8,11 @@ import pytest
 import tvm
 
 from mutatenn.build import OPT_LEVEL_PASSES, OPTIONAL_PASSES, BuildOptions, build_artifact, parse_target
-from mutatenn.errors import UserError
+from mutatenn.errors import InputError
 from mutatenn.execute import input_batch, run_variant
 from mutatenn.images import load_image_set
 from mutatenn.loading import load_program
-from mutatenn.variants import parse_variant, parse_variant_list
+from mutatenn.runners import parse_variant, parse_variant_list
 
 
 @tvm.ir.instrument.pass_instrument
@@ -55,9 +55,9 @@ def test_named_targets_are_dicts_with_explicit_cpus():
     rpc = parse_target("rpc://10.1.2.3:9090/cpu-avx2")
     assert (rpc.device, rpc.rpc_host, rpc.rpc_port, rpc.spec["mcpu"]) == ("rpc", "10.1.2.3", 9090, "haswell")
     for bad, msg in [("gpu", "unknown target"), ("rpc:/x", "bad RPC address"), ("rpc://h:99999", "port must be")]:
-        with pytest.raises(UserError, match=msg):
+        with pytest.raises(InputError, match=msg):
             parse_target(bad)
-    with pytest.raises(UserError, match="unknown variant"):
+    with pytest.raises(InputError, match="unknown variant"):
         parse_variant_list("tvm:cpu,tensorrt")
     assert parse_variant("tvm:rpc://127.0.0.1:9090:O3").options.opt_level == 3
 
@@ -65,11 +65,16 @@ def test_named_targets_are_dicts_with_explicit_cpus():
 def test_cuda_builds_without_a_gpu_and_refuses_to_run(digits_program):
     target = parse_target("cuda")
     executable = build_artifact(digits_program.mod, target, BuildOptions())
-    assert executable is not None
+    # The device code is CUDA: the executable imports a module of kind "cuda" under the host code.
+    def kinds(module):
+        return [module.kind] + [k for child in module.imports for k in kinds(child)]
+
+    assert "cuda" in kinds(executable.mod)
+    assert "cuda" not in kinds(build_artifact(digits_program.mod, parse_target("cpu"), BuildOptions()).mod)
     if tvm.cuda(0).exist:
         pytest.skip("this machine has a GPU: the no-GPU refusal cannot be shown here")
     batch = input_batch(digits_program, load_image_set("digits:2"))
-    with pytest.raises(UserError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="no CUDA GPU"):
         run_variant(digits_program, parse_variant("tvm:cuda"), batch)
 
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import tvm
-
 from conftest import free_port, run_cli
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import tvm_ffi
 
-from mutators import EQUIVALENT, PENDING, Selection, catalogue, enumerate_mutants, make_mutant
-from mutators import weight
+from mutators import EQUIVALENT, PENDING, Selection, catalogue, enumerate_mutants, make_mutant, weight
 from mutators.base import relax_program_hash
 from tests._models import build_and_run, tiny_input, tiny_module
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -356,17 +355,31 @@ EXPECTED_NAMES = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_a
                   "cosine", "latency_ratio"]
 
 
-def test_catalogue_names_directions_and_immutability():
-    assert sorted(ops.CATALOGUE) == sorted(EXPECTED_NAMES)
+def test_catalogue_names_directions_and_registration():
+    assert list(ops.CATALOGUE) == EXPECTED_NAMES
     higher = {n for n, e in ops.CATALOGUE.items() if e.direction == ops.HIGHER_IS_CLOSER}
     lower = {n for n, e in ops.CATALOGUE.items() if e.direction == ops.LOWER_IS_CLOSER}
     assert higher == {"top1_agreement", "topk_overlap", "kendall_tau", "rbo", "cosine"}
     assert lower == {"max_abs_error", "rel_l2", "latency_ratio"}
     for entry in ops.CATALOGUE.values():
-        summary, direction, doc = entry  # a plain 3-tuple
-        assert callable(summary) and doc and "\n" not in doc
+        assert callable(entry.summary) and entry.doc and "\n" not in entry.doc and entry.title
     with pytest.raises(TypeError):
         ops.CATALOGUE["new"] = ops.CATALOGUE["rbo"]  # type: ignore[index]
+    with pytest.raises(ValueError, match="already registered"):
+        ops.CATALOGUE.register(ops.CATALOGUE["rbo"])
+    with pytest.raises(ValueError, match="direction"):
+        ops.Metric("odd", ops.rbo, "sideways", "a metric with no direction")
+    # A registered metric is evaluated by compare_outputs and judged by kill criteria.
+    extra = ops.Metric("mean_abs_error", lambda a, b: float(np.mean(np.abs(np.asarray(a) - np.asarray(b)))),
+                       ops.LOWER_IS_CLOSER, "mean absolute logit difference", "Mean abs err", "distance")
+    ops.CATALOGUE.register(extra)
+    try:
+        values = ops.compare_outputs(np.array([[1.0, 2.0]]), np.array([[1.0, 3.0]]))
+        assert list(values)[-1] == "mean_abs_error" and values["mean_abs_error"] == 0.5
+        assert parse_criterion("mean_abs_error > 0.25").is_killed(values)
+    finally:
+        ops.CATALOGUE.unregister("mean_abs_error")
+    assert "mean_abs_error" not in ops.compare_outputs(np.array([[1.0, 2.0]]), np.array([[1.0, 3.0]]))
 
 
 def test_catalogue_functions_match_compare_outputs():
@@ -443,7 +456,7 @@ def test_parse_criterion_errors_name_the_problem(text, message):
 
 
 def test_kill_criterion_constructor_validates():
-    with pytest.raises(ValueError, match="unknown operator"):
+    with pytest.raises(ValueError, match="unknown metric"):
         KillCriterion("nope", 1.0)
     with pytest.raises(ValueError, match="finite"):
         KillCriterion("rbo", NAN)
