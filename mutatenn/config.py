@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .build import OPTIONAL_PASSES, BuildOptions, Target, parse_target
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
@@ -282,7 +282,7 @@ def _stacks(value) -> list[StackSpec]:
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
-        except ConfigError as err:
+        except InputError as err:
             raise ConfigError(f"config key '{key}.target': {err}") from None
         level = _number(table, "opt_level", 2, f"{key}.opt_level", integer=True)
         if level not in (0, 1, 2, 3):
