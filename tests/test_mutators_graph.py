@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
 import tvm_ffi
 
-from mutators import EQUIVALENT, NON_VIABLE, PENDING, Selection, catalogue, enumerate_mutants, make_mutant
-from mutators import graph
+from mutators import EQUIVALENT, NON_VIABLE, PENDING, Selection, catalogue, enumerate_mutants, graph, make_mutant
 from mutators.base import RelaxOperator, Site, relax_program_hash
 from tests._models import build_and_run, tiny_input, tiny_module
 

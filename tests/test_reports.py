@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reports import (RunFolderError, load_run_folder, render_campaign_report,
-                     render_comparison_report, render_report)
+from reports import RunFolderError, load_run_folder, render_campaign_report, render_comparison_report, render_report
 
 VERDICTS = ["killed", "survived", "crashed", "timed_out", "non_viable", "equivalent"]
 SCORED = ["killed", "survived", "crashed", "timed_out"]
