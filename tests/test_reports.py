@@ -460,10 +460,12 @@ def test_comparison_page_in_chromium(browser, comparison, tmp_path):
     assert page.locator("#disagreement-table .thumb").count() == 2
     assert p.visible_rows("#comparison-table").count() == n - 1
     header = page.locator("#comparison-table thead th", has_text="Median ms")
+    column = [t.strip() for t in page.locator("#comparison-table thead th").all_inner_texts()].index("Median ms") + 1
     header.click()
-    medians = [float(x) for x in page.locator("#comparison-table tbody td:nth-child(10)").evaluate_all(
+    medians = [float(x) for x in page.locator(f"#comparison-table tbody td:nth-child({column})").evaluate_all(
         "els => els.map(e => e.dataset.sort)")]
-    assert medians == sorted(medians)
+    expected = pd.read_csv(comparison / "comparison.csv")["latency_ms_median"].tolist()
+    assert medians == sorted(medians) == sorted(expected)
     _check_screenshot(page, tmp_path / "comparison.png")
     p.check_clean()
 
@@ -476,3 +478,156 @@ def test_screenshot_script(campaign, tmp_path):
                     "--viewport"], check=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
     img = Image.open(out)
     assert img.size == (1280, 900) and len(img.convert("RGB").getcolors(1 << 20) or []) > 100
+
+
+# ---------------------------------------------------------------- a real campaign's report
+
+REAL_CONFIG = """
+[model]
+spec = "digits"
+[images]
+spec = "digits:20"
+[mutants]
+select = { sample = 2, seed = 3 }
+[mutants.operators]
+insert_negate_after = "default"
+tir_store_add1 = "default"
+pass_opt_level = "default"
+[[stacks]]
+name = "cpu-O0"
+target = "cpu"
+opt_level = 0
+[[stacks]]
+name = "generic-O2"
+target = "cpu-generic"
+opt_level = 2
+[kill]
+criterion = "top1_agreement < 1.0"
+[run]
+timeout = 300
+per_image_cap = 5
+"""
+REAL_STACKS = ["cpu-O0", "generic-O2"]
+
+
+@pytest.fixture(scope="module")
+def real_campaign(tmp_path_factory) -> Path:
+    """A real campaign on the bundled digits CNN (graph, tir and pass mutants; two CPU
+    stacks), run in this process as `mutatenn run` would; its own report.html."""
+    from mutatenn.cli import main
+
+    folder = tmp_path_factory.mktemp("real")
+    config = folder / "campaign.toml"
+    config.write_text(REAL_CONFIG)
+    out = folder / "run"
+    assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
+    assert (out / "report.html").is_file()
+    return out
+
+
+def _table_rows(p: Page, visible_only: bool = False) -> list[dict]:
+    """The mutant table as a user reads it: one dict per row, from the cells' text."""
+    selector = "#mutant-table tbody tr" + (":visible" if visible_only else "")
+    return p.page.locator(selector).evaluate_all(
+        """rows => rows.map(r => ({id: r.cells[0].innerText.trim(), operator: r.cells[1].innerText.trim(),
+                                  level: r.cells[2].innerText.trim(), stack: r.cells[4].innerText.trim(),
+                                  verdict: r.cells[5].innerText.trim(), attr: r.dataset.verdict,
+                                  attr_stack: r.dataset.stack}))""")
+
+
+@needs_chromium
+def test_real_campaign_report_shows_the_run_folder(browser, real_campaign, tmp_path):
+    out = real_campaign
+    verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    mutants = json.loads((out / "mutants.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    stacks = [s["name"] if isinstance(s, dict) else s for s in run["stacks"]]
+    assert stacks == REAL_STACKS
+    levels = sorted({m["level"] for m in mutants})
+    assert levels == ["graph", "pass", "tir"]
+    # The run judged something every way the filters below need.
+    assert {"killed", "survived", "equivalent"} <= set(verdicts["verdict"])
+    expected = {(r.mutant_id, r.stack): r.verdict for r in verdicts.itertuples()}
+    assert len(expected) == len(verdicts) == len(mutants) * len(stacks)
+
+    p = Page(browser, out / "report.html")
+    page = p.page
+
+    # The real stack and level names, as the user sees them.
+    overview = page.locator("#overview").inner_text()
+    assert all(s in overview for s in stacks) and f"({run['image_count']} images)" in overview
+    assert page.locator("#filter-stack option").all_inner_texts() == ["All stacks", *stacks]
+
+    # Per-stack score: the bar and the counts table say what scores.csv says.
+    overall = scores[scores["group"] == "all"].set_index("stack")
+    assert list(overall.index) == stacks
+    count_rows = page.locator("#scores table.verdict-counts tbody tr")
+    assert count_rows.count() == len(stacks)
+    for n, stack in enumerate(stacks):
+        score = float(overall.loc[stack, "score"])
+        bar = page.locator(f'.score-bar[data-stack="{stack}"]')
+        assert bar.count() == 1
+        assert bar.get_attribute("data-score") == f"{score:.2f}"
+        assert bar.locator("text").all_text_contents() == [stack, f"{score:.1f}%"]  # SVG: label, value
+        cells = count_rows.nth(n).locator("td").all_inner_texts()
+        assert cells[0] == stack and cells[-1] == f"{score:.1f}%"
+        for v in VERDICTS:
+            shown = page.locator(f'.verdict-count[data-stack="{stack}"][data-verdict="{v}"]').inner_text()
+            assert int(shown) == int(overall.loc[stack, v]) == int(((verdicts["stack"] == stack)
+                                                                    & (verdicts["verdict"] == v)).sum()), (stack, v)
+
+    # Operator x stack heat map: one cell per operator and stack, its score from scores.csv.
+    per_op = scores[scores["group"] == "operator"]
+    assert page.locator("#operators .heat-cell").count() == len(per_op) == len({m["operator"] for m in mutants}) * 2
+    for r in per_op.itertuples():
+        cell = page.locator(f'#operators .heat-cell[data-row="{r.key}"][data-col="{r.stack}"]')
+        text = "—" if r.score == "" else f"{float(r.score):.1f}%"
+        assert cell.count() == 1 and cell.locator("text").text_content() == text, (r.key, r.stack)
+
+    # The mutant table: one row per mutant of mutants.json and stack, with its verdict.
+    rows = _table_rows(p)
+    assert len(rows) == len(expected)
+    assert {(r["id"], r["stack"]) for r in rows} == set(expected)
+    by_id = {m["id"]: m for m in mutants}
+    for r in rows:
+        assert r["verdict"] == r["attr"] == expected[(r["id"], r["stack"])], r
+        assert r["attr_stack"] == r["stack"]
+        assert (r["operator"], r["level"]) == (by_id[r["id"]]["operator"], by_id[r["id"]]["level"])
+    assert {r["level"] for r in rows} == set(levels)
+    total = len(rows)
+    assert page.locator("#row-count").inner_text() == f"Showing {total} of {total} rows"
+
+    # Filters on the real verdicts, stacks and operators.
+    for verdict in VERDICTS:
+        page.select_option("#filter-verdict", verdict)
+        want = {k for k, v in expected.items() if v == verdict}
+        shown = _table_rows(p, visible_only=True)
+        assert {(r["id"], r["stack"]) for r in shown} == want and len(shown) == len(want), verdict
+        assert page.locator("#row-count").inner_text() == f"Showing {len(want)} of {total} rows"
+        for stack in stacks:
+            page.select_option("#filter-stack", stack)
+            both = {k for k in want if k[1] == stack}
+            assert {(r["id"], r["stack"]) for r in _table_rows(p, visible_only=True)} == both, (verdict, stack)
+        page.select_option("#filter-stack", "")
+    page.select_option("#filter-verdict", "")
+    for operator in sorted({m["operator"] for m in mutants}):
+        page.fill("#filter-text", operator)
+        want = {k for k in expected if by_id[k[0]]["operator"] == operator}
+        assert {(r["id"], r["stack"]) for r in _table_rows(p, visible_only=True)} == want, operator
+    page.fill("#filter-text", "")
+    assert p.visible_rows().count() == total
+
+    # One detail section per mutant, with its level, opened from its row.
+    details = page.locator("details.mutant")
+    assert details.count() == len(mutants)
+    assert [t.strip() for t in page.locator("details.mutant summary .id").all_inner_texts()] == [m["id"] for m in mutants]
+    killed = next(k for k, v in expected.items() if v == "killed")
+    link = page.locator("#mutant-table tbody tr", has=page.locator(f'td.id a:text-is("{killed[0]}")')).first
+    target = link.locator("td.id a").get_attribute("href")[1:]
+    link.locator("td.id a").click()
+    section = page.locator(f"#{target}")
+    assert section.evaluate("e => e.open") and section.locator(".body").is_visible()
+    assert by_id[killed[0]]["level"] in section.locator("summary .meta").inner_text()
+    _check_screenshot(page, tmp_path / "real.png")
+    p.check_clean()
