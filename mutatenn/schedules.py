@@ -7,10 +7,14 @@ each PrimFunc a rule-based schedule (TVM-NOTES, "Schedules and tuning"), block b
   ``parallel``; the reduction loops next, in their original order; then a register tile of
   8 (16 with AVX-512) on a second spatial axis, unrolled; innermost the spatial lane that
   indexes the output's last dimension, ``vectorize``d with as many fp32 lanes as the
-  target's SIMD registers hold (16 AVX-512, 8 AVX/AVX2, 4 SSE/NEON); then
-  ``decompose_reduction`` (after ``vectorize``: the other order raises);
+  target's SIMD registers hold (16 AVX-512, 8 AVX/AVX2, 4 SSE/NEON; a lane axis of 7 or 14
+  is vectorised whole, 56 as 4 x 14); then ``decompose_reduction`` (after ``vectorize``,
+  as TVM-NOTES records). A lane axis with no divisor filling half a register (35, 71, 149
+  in inception_v3) is ``loop_partition``ed into full vectors and one shorter tail vector;
 * injective blocks (batch-norm arithmetic, activations, adds): the same without the
-  reduction loops and tile;
+  reduction loops and tile, with a power-of-two number of lanes;
+* blocks with fewer than `MIN_PARALLEL_WORK` loop iterations are vectorised but not
+  parallelised;
 * blocks where TVM's vector lane would be a gather (the lane axis strides through an input,
   as in depthwise or pooling layers with stride 2, and no register tile pays for it), and
   padding blocks, keep their loops: LLVM's own loop vectoriser does better on them than
@@ -18,8 +22,9 @@ each PrimFunc a rule-based schedule (TVM-NOTES, "Schedules and tuning"), block b
   (there it loses the no-alias facts it needs). Padding is never inlined into the
   convolution (its ``if_then_else`` inside a vector lane costs ~6x);
 * functions whose every block passed the soundness check below may instead get dlight's
-  CPU ``GEMV`` rule, or dlight's CPU ``Reduction`` rule for row-wise reductions (mean,
-  softmax, norms) whose declared regions match their bodies.
+  CPU ``Reduction`` rule, when they are row-wise reductions (mean, softmax, norms) whose
+  declared regions match their bodies. (dlight's CPU ``GEMV`` rule is not used: see
+  `_dlight`.)
 
 Soundness first, because the PrimFuncs may be mutants (a loop bound changed, a comparison
 swapped, an index shifted, a stored value altered). A block is rescheduled only when:
@@ -38,7 +43,9 @@ Every other block keeps its loops as they are. Loops are only split, reordered, 
 annotated; no block is inlined into or computed at another (except by the gated dlight
 rules), and each reduction still visits its terms in the original order, so scheduled and
 unscheduled builds of a program that stays in bounds give bit-identical results. A
-mutant that reads out of bounds may read different garbage once loops are reordered.
+mutant that reads out of bounds, or reads memory it never wrote (a loop-bound mutant that
+skips part of an output), may read different garbage in the two builds: such mutants give
+different outputs from one run to the next even unscheduled.
 
 Insert the pass after ``FuseTIR`` and before the VM lowering passes of a Relax pipeline::
 
@@ -127,7 +134,8 @@ class ScheduleStats:
     untouched: list[str] = field(default_factory=list)  # no block eligible or worth it
     failed: dict[str, str] = field(default_factory=dict)  # error: kept unscheduled
     rules: dict[str, str] = field(default_factory=dict)  # scheduled name -> rule
-    kept_blocks: dict[str, list[str]] = field(default_factory=dict)  # "block: why" kept serial
+    # name -> ["block: why"] for blocks the soundness check (or a failing primitive) left as they were
+    kept_blocks: dict[str, list[str]] = field(default_factory=dict)
     skipped_target: bool = False  # not an LLVM target: nothing was looked at
 
     @property
@@ -152,10 +160,10 @@ class ScheduleStats:
 
     def summary(self) -> str:
         if self.skipped_target:
-            return "not an LLVM target: nothing scheduled"
+            return "no LLVM target (none given, none in scope, or another kind): nothing scheduled"
         return (f"{self.num_scheduled} PrimFuncs scheduled, {len(self.untouched)} left alone, "
                 f"{len(self.failed)} failed (kept unscheduled); "
-                f"{self.num_kept_blocks} blocks kept serial by the soundness check")
+                f"{self.num_kept_blocks} blocks kept as they were by the soundness check or a failed primitive")
 
 
 @dataclass
@@ -163,7 +171,7 @@ class FuncReport:
     """The outcome for one PrimFunc."""
 
     status: str  # "scheduled", "untouched" or "failed"
-    rule: str = ""  # "default", "dlight.GEMV", "dlight.Reduction"
+    rule: str = ""  # "default" or "dlight.Reduction"
     reason: str = ""
     kept_blocks: list[str] = field(default_factory=list)  # "block: why it kept its loops"
 
@@ -452,7 +460,10 @@ class _DefaultRule:
         elif not contiguous:
             return False
         factor = _lanes_for(vec.extent, lanes, power_of_two=not plan.reduction)
-        if factor < 2:
+        # A reduction over an awkward width (35, 71, 147, 149 in inception_v3) with no
+        # divisor of at least half a register: full vectors, then a shorter tail vector.
+        partition = factor < 2 and bool(plan.reduction) and vec.extent > lanes
+        if factor < 2 and not partition:
             return False
         tile_factor = _largest_divisor(tile.extent, self.tile) if tile is not None else 1
         if tile_factor < 2:
@@ -462,7 +473,7 @@ class _DefaultRule:
         if tile is not None:
             outer_of[id(tile)], t_inner = sch.split(tile.loop, factors=[None, tile_factor])
             inner.append(t_inner)
-        if factor == vec.extent:
+        if partition or factor == vec.extent:
             outer_of[id(vec)], v_inner = None, vec.loop
         else:
             outer_of[id(vec)], v_inner = sch.split(vec.loop, factors=[None, factor])
@@ -478,12 +489,21 @@ class _DefaultRule:
         fused = None
         if outer:
             fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.vectorize(v_inner)  # before decompose_reduction: the other order raises
         if fused is not None and plan.work >= MIN_PARALLEL_WORK:
             sch.parallel(fused)
+        if tile is not None:
+            sch.unroll(inner[0])  # the tile's accumulators side by side, in registers
+        if partition:
+            # Each part keeps the block's T.init (decompose_reduction cannot reach across
+            # the partition blocks); it lowers to an `if` outside the vector lanes.
+            main = vec.extent - vec.extent % lanes
+            body, tail = sch.loop_partition(v_inner, [main, None])
+            sch.vectorize(sch.split(body, factors=[None, lanes])[1])
+            if vec.extent - main >= 2:
+                sch.vectorize(tail)
+            return True
+        sch.vectorize(v_inner)  # before decompose_reduction: the other order raises
         if plan.reduction:
-            if tile is not None:
-                sch.unroll(inner[0])  # the tile's accumulators side by side, in registers
             sch.decompose_reduction(block_rv, plan.reduction[0].loop)
         return True
 
@@ -507,23 +527,24 @@ def _rowwise(plans: list[_BlockPlan]) -> bool:
 
 
 def _dlight(func, target, plans: list[_BlockPlan]):
-    """dlight's CPU GEMV rule, then its Reduction rule where `_rowwise` holds:
-    ``(schedule, rule name)`` or ``(None, "")``."""
+    """dlight's CPU Reduction rule where `_rowwise` holds: ``(schedule, rule name)`` or
+    ``(None, "")``.
+
+    dlight's CPU GEMV rule is not used: on efficientnet_b0's squeeze-excitation 1x1
+    convolutions it vectorises a 128-lane loop around the reduction (with a ``T.where``
+    tail predicate) and LLVM did not finish compiling one such function in minutes."""
     from tvm.s_tir.dlight import cpu as dl_cpu
 
-    rules = [dl_cpu.GEMV()]
-    if _rowwise(plans):
-        rules.append(dl_cpu.Reduction())
-    for rule in rules:
-        try:
-            sch = rule.apply(func, target, False)
-        except Exception:  # noqa: BLE001 - the rule does not apply
-            continue
-        if isinstance(sch, list):
-            sch = sch[0] if len(sch) == 1 else None
-        if sch is not None:
-            return sch, f"dlight.{type(rule).__name__}"
-    return None, ""
+    if not _rowwise(plans):
+        return None, ""
+    rule = dl_cpu.Reduction()
+    try:
+        sch = rule.apply(func, target, False)
+    except Exception:  # noqa: BLE001 - the rule does not apply
+        return None, ""
+    if isinstance(sch, list):
+        sch = sch[0] if len(sch) == 1 else None
+    return (sch, "dlight.Reduction") if sch is not None else (None, "")
 
 
 # ---------------------------------------------------------------- entry points
