@@ -17,9 +17,6 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from tvm.script import ir as I
-from tvm.script import relax as R
-from tvm.script import tirx as T
 
 from mutators import tir
 from mutators.base import EQUIVALENT, PENDING, lower
@@ -33,29 +30,11 @@ def tiny_module() -> tvm.IRModule:
 
 
 def compare_module() -> tvm.IRModule:
-    """One PrimFunc whose conditions use >, >=, == and != (the CNN has only < and <=)."""
+    """One PrimFunc whose conditions use >, >=, == and != (the CNN has only < and <=): the
+    operators' own example program."""
+    from mutators.examples import PROGRAMS
 
-    @I.ir_module
-    class Compare:
-        @T.prim_func(private=True, s_tir=True)
-        def compare(x: T.Buffer((8,), "float32"), y: T.Buffer((8,), "float32")):
-            for i in range(8):
-                with T.sblock("y"):
-                    vi = T.axis.spatial(8, i)
-                    y[vi] = (T.Select(T.GT(x[vi], T.float32(0.5)), T.float32(1), T.float32(0))
-                             + T.Select(T.GE(x[vi], T.float32(0.25)), T.float32(2), T.float32(0))
-                             + T.if_then_else(vi == 3, T.float32(4), T.float32(0))
-                             + T.if_then_else(vi != 5, T.float32(8), T.float32(0)))
-
-        @R.function
-        def main(x: R.Tensor((8,), "float32")) -> R.Tensor((8,), "float32"):
-            cls = Compare
-            with R.dataflow():
-                y = R.call_tir(cls.compare, (x,), out_ty=R.Tensor((8,), "float32"))
-                R.output(y)
-            return y
-
-    return Compare
+    return PROGRAMS["compare"]()
 
 
 MODULES = {"tiny": tiny_module, "compare": compare_module}
