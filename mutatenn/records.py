@@ -28,13 +28,6 @@ class JobStatus(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    @property
-    def verdict(self) -> Verdict:
-        """The verdict of a mutant whose build ended this way (DONE is judged instead)."""
-        if self is JobStatus.DONE:
-            raise ValueError("a finished job is judged, not mapped to a verdict")
-        return Verdict(self.value)
-
 
 @dataclass(frozen=True)
 class Job:

@@ -29,11 +29,6 @@ class Verdict(str, Enum):
         return self.value
 
     @property
-    def is_scored(self) -> bool:
-        """Counted in the mutation score's denominator (killed, survived, crashed, timed out)."""
-        return self in SCORED
-
-    @property
     def is_judged(self) -> bool:
         """The mutant ran to the end and was compared with the original."""
         return self in (Verdict.KILLED, Verdict.SURVIVED)
