@@ -18,6 +18,11 @@ from .errors import InputError, TargetError
 
 __all__ = ["OPT_LEVEL_PASSES", "OPTIONAL_PASSES", "BuildOptions", "Target", "parse_target", "build_artifact"]
 DEFAULT_OPT_LEVEL = 2
+# How PrimFuncs get their loop schedule on LLVM targets: "none" (TVM's naive loops),
+# "default" (MutateNN's rule-based schedule, `mutatenn.schedules`), "tuned" (MetaSchedule
+# records from `mutatenn tune`, the default schedule for kernels without one).
+SCHEDULES = ("none", "default", "tuned")
+DEFAULT_SCHEDULE = "default"
 CPU_TARGETS = {
     "cpu": None,  # the host CPU, named explicitly (mcpu=native is ignored by this LLVM build)
     "cpu-generic": "x86-64",
@@ -30,16 +35,21 @@ RPC_PATTERN = re.compile(r"^rpc://(?P<host>[^:/\s]+):(?P<port>\d+)(?:/(?P<target
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How a program is built: opt level, passes switched off or forced, fast math."""
+    """How a program is built: opt level, passes switched off or forced, fast math, and
+    the loop schedule (`SCHEDULES`; ``tuning_db`` is the tuning database of a "tuned" build)."""
 
     opt_level: int = DEFAULT_OPT_LEVEL
     disabled_pass: tuple[str, ...] = ()
     required_pass: tuple[str, ...] = ()
     fast_math: bool | None = None  # None: as the opt level says (on at O3)
+    schedule: str = DEFAULT_SCHEDULE
+    tuning_db: str = ""
 
     def __post_init__(self):
         if self.opt_level not in OPT_LEVEL_PASSES:
             raise InputError(f"opt level must be 0..3, not {self.opt_level!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
         for name in self.disabled_pass + self.required_pass:
             if name not in OPTIONAL_PASSES:
                 raise InputError(f"unknown pass {name!r} (known: {', '.join(OPTIONAL_PASSES)})")
@@ -47,7 +57,8 @@ class BuildOptions:
     def with_overrides(self, overrides: dict) -> "BuildOptions":
         """These options changed by a pass mutant's overrides."""
         fields = {"opt_level": self.opt_level, "disabled_pass": self.disabled_pass,
-                  "required_pass": self.required_pass, "fast_math": self.fast_math}
+                  "required_pass": self.required_pass, "fast_math": self.fast_math,
+                  "schedule": self.schedule, "tuning_db": self.tuning_db}
         for key, value in overrides.items():
             if key not in fields:
                 raise InputError(f"unknown build option {key!r}")
@@ -70,13 +81,59 @@ class BuildOptions:
         return tuple(p for p in OPTIONAL_PASSES if p in wanted)
 
     def key(self) -> str:
-        return json.dumps({"passes": self.passes()}, sort_keys=True)
+        """What decides the built code: the passes run, the schedule and, for a tuned
+        build, the tuning records' content (a re-tuned database is another build)."""
+        data = {"passes": self.passes(), "schedule": self.schedule}
+        if self.schedule == "tuned":
+            data["tuning"] = database_digest(self.tuning_db)
+        return json.dumps(data, sort_keys=True)
 
     def label(self) -> str:
         extra = [f"-{p}" for p in self.disabled_pass] + [f"+{p}" for p in self.required_pass]
         if self.fast_math is not None:
             extra.append("fastmath" if self.fast_math else "nofastmath")
+        if self.schedule != DEFAULT_SCHEDULE:
+            extra.append(f"schedule={self.schedule}")
         return f"O{self.opt_level}" + ("," + ",".join(extra) if extra else "")
+
+
+def database_digest(db_dir: str) -> str:
+    """A short digest of a tuning database's record files ('' when there is none)."""
+    folder = Path(db_dir) if db_dir else None
+    if folder is None or not folder.is_dir():
+        return ""
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.json")))
+    return _digest(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(folder: str, stamp: tuple) -> str:
+    """Cached by the files' names, sizes and times: plans ask for the key of every build."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for name, _size, _mtime in stamp:
+        digest.update(name.encode())
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class BuildStats:
+    """What one build did to its kernels: scheduled by rule, left naive, tuned records hit
+    or missed (by PrimFunc name). Filled in by the pipeline's schedule passes."""
+
+    schedule: str = DEFAULT_SCHEDULE
+    scheduled: list[str] = field(default_factory=list)
+    untouched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    tuned_hits: list[str] = field(default_factory=list)
+    tuned_misses: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"schedule": self.schedule, "scheduled": len(self.scheduled), "untouched": len(self.untouched),
+                "failed": len(self.failed), "tuned_hits": len(self.tuned_hits),
+                "tuned_misses": len(self.tuned_misses)}
 
 
 @dataclass(frozen=True)
@@ -168,20 +225,61 @@ def check_runnable(target: Target) -> None:
         raise TargetError(f"target {target.name!r} needs CPU features this machine lacks: {', '.join(missing)}")
 
 
-def relax_pipeline(target: Target, options: BuildOptions):
+def schedule_passes(target: Target, options: BuildOptions, stats: BuildStats) -> list:
+    """The passes that give the fused PrimFuncs their loop schedule (after FuseTIR, so a
+    TIR mutant is mutated first and scheduled after, like the original)."""
+    if target.spec["kind"] == "cuda":
+        from tvm.s_tir import dlight as dl
+
+        return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback())]
+    if options.schedule == "none":
+        return []
+    from . import schedules
+
+    passes = []
+    if options.schedule == "tuned":
+        from . import tuning
+
+        passes.append(tuning.apply_database_pass(options.tuning_db, target.spec, _TunedInto(stats)))
+    passes.append(schedules.default_schedule_pass(target.spec, stats=_ScheduledInto(stats)))
+    return passes
+
+
+class _ScheduledInto:
+    """Adapter: the default schedule pass merges its `ScheduleStats` into a `BuildStats`."""
+
+    def __init__(self, stats: BuildStats):
+        self.stats = stats
+
+    def merge(self, run) -> None:
+        self.stats.scheduled += run.scheduled
+        self.stats.untouched += run.untouched
+        self.stats.failed += list(run.failed)
+
+
+class _TunedInto:
+    """Adapter: the tuned-records pass merges its hits and misses into a `BuildStats`."""
+
+    def __init__(self, stats: BuildStats):
+        self.stats = stats
+
+    def merge(self, run) -> None:
+        self.stats.tuned_hits += run.hits
+        self.stats.tuned_misses += run.misses
+
+
+def relax_pipeline(target: Target, options: BuildOptions, stats: BuildStats | None = None):
     """The Relax pass sequence for ``options``; every optional pass is listed explicitly."""
     import tvm
     from tvm import relax
 
+    stats = stats if stats is not None else BuildStats(options.schedule)
     passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
     # Every pass of the table is listed; PassContext(disabled_pass=...) switches the
     # optional ones off, so what runs is exactly options.passes().
     passes += [getattr(relax.transform, spec.name)() for spec in PIPELINE]
-    if target.spec["kind"] == "cuda":
-        from tvm.s_tir import dlight as dl
-
-        passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                              dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
+    passes += schedule_passes(target, options, stats)
     passes += [
         relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
         relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
@@ -207,9 +305,10 @@ def pass_context(options: BuildOptions, instruments=()):
     return tvm.transform.PassContext(opt_level=3, disabled_pass=skipped, instruments=list(instruments))
 
 
-def build_artifact(mod, target: Target, options: BuildOptions, instruments=()):
-    """Compile a Relax module for a target; returns the TVM executable."""
+def build_artifact(mod, target: Target, options: BuildOptions, instruments=(), stats: BuildStats | None = None):
+    """Compile a Relax module for a target; returns the TVM executable. ``stats``, when
+    given, receives what the schedule passes did."""
     import tvm
 
     with pass_context(options, instruments):
-        return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, options))
+        return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, options, stats))

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build import OPTIONAL_PASSES, BuildOptions, Target, parse_target
+from .build import DEFAULT_SCHEDULE, OPTIONAL_PASSES, SCHEDULES, BuildOptions, Target, parse_target
 from .errors import ConfigError, InputError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
@@ -43,7 +43,7 @@ class StackSpec:
     def describe(self) -> dict:
         return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
                 "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
-                "build": self.options.label()}
+                "schedule": self.options.schedule, "build": self.options.label()}
 
 
 @dataclass
@@ -92,7 +92,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     model, pretrained, preset = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
-    stacks = _stacks(raw.get("stacks"))
+    stacks = _stacks(raw.get("stacks"), model)
     criterion = _criterion(raw.get("kill", {}))
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
@@ -270,7 +270,7 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
-def _stacks(value) -> list[StackSpec]:
+def _stacks(value, model: str) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
@@ -278,7 +278,7 @@ def _stacks(value) -> list[StackSpec]:
     out, names = [], set()
     for i, table in enumerate(value):
         key = f"stacks[{i}]"
-        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "fast_math"})
+        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "fast_math", "schedule"})
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
@@ -293,13 +293,32 @@ def _stacks(value) -> list[StackSpec]:
         fast_math = table.get("fast_math")
         if fast_math is not None and not isinstance(fast_math, bool):
             raise ConfigError(f"config key '{key}.fast_math': expected true or false")
-        options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math)
+        schedule = _string(table, "schedule", f"{key}.schedule", default=DEFAULT_SCHEDULE)
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+        options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
+                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key))
         name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
         out.append(StackSpec(name, target, options))
     return out
+
+
+def _tuning_db(schedule: str, model: str, target_name: str, key: str) -> str:
+    """A tuned stack's database, which must exist before any job starts."""
+    if schedule != "tuned":
+        return ""
+    from .tuning import require_database
+
+    target = parse_target(target_name)
+    if target.spec["kind"] != "llvm":
+        raise ConfigError(f"config key '{key}.schedule': tuned schedules are for CPU (LLVM) targets only")
+    try:
+        return str(require_database(model, target))
+    except InputError as err:
+        raise ConfigError(f"config key '{key}.schedule': {err}") from None
 
 
 def _criterion(table):

@@ -60,8 +60,21 @@ def _forms() -> list[str]:
     return [runner_class(n).syntax or n for n in RUNNERS]
 
 
+def split_variants(text: str) -> list[str]:
+    """Comma-separated variants; commas inside a variant's ``(...)`` options do not split."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [t for t in (s.strip() for s in items + [current]) if t]
+
+
 def parse_variant_list(text: str) -> list[Variant]:
-    items = [t for t in (s.strip() for s in text.split(",")) if t]
+    items = split_variants(text)
     if not items:
         raise InputError("--variants names no variant")
     seen, out = set(), []

@@ -7,31 +7,37 @@ import socket
 import tempfile
 from pathlib import Path
 
-from ..build import DEFAULT_OPT_LEVEL, BuildOptions, build_artifact, check_runnable, parse_target
+from ..build import DEFAULT_OPT_LEVEL, SCHEDULES, BuildOptions, BuildStats, build_artifact, check_runnable, parse_target
 from ..errors import InputError, TargetError, first_line
 from .base import Runner, Variant
 
-_OPT_SUFFIX = re.compile(r"^(?P<target>.+?)(?::O(?P<level>\d))?$")
+_OPT_SUFFIX = re.compile(r"^(?P<target>[^()]+?)(?::O(?P<level>\d))?(?:\((?P<options>[^()]*)\))?$")
+OPTION_KEYS = {"schedule": SCHEDULES}
 
 
 class TVMRunner(Runner):
     name = "tvm"
-    syntax = "tvm:TARGET[:O<level>]"
+    syntax = "tvm:TARGET[:O<level>][(schedule=none|default|tuned)]"
     builds = True
 
     def __init__(self, variant: Variant, program, mod=None):
         super().__init__(variant, program, mod)
         self.executable = None  # set by prepare(), or beforehand by `use_executable`
+        self.build_stats = BuildStats(variant.options.schedule if variant.options else "")
 
     @classmethod
     def parse(cls, text: str, rest: str) -> Variant:
         match = _OPT_SUFFIX.match(rest)
         if not rest or not match:
-            raise TargetError(f"variant {text!r} names no target")
+            raise TargetError(f"variant {text!r}: expected {cls.syntax}")
         level = int(match["level"]) if match["level"] is not None else DEFAULT_OPT_LEVEL
         if level > 3:
             raise TargetError(f"variant {text!r}: opt level must be O0..O3")
-        return Variant(text, cls.name, parse_target(match["target"]), BuildOptions(opt_level=level))
+        target = parse_target(match["target"])
+        options = _variant_options(text, match["options"])
+        if options.get("schedule") == "tuned" and target.spec["kind"] != "llvm":
+            raise TargetError(f"variant {text!r}: tuned schedules are for CPU (LLVM) targets only")
+        return Variant(text, cls.name, target, BuildOptions(opt_level=level, **options))
 
     @classmethod
     def preflight(cls, variant: Variant) -> None:
@@ -44,7 +50,13 @@ class TVMRunner(Runner):
         self._prepared = True
 
     def prepare_impl(self) -> None:
-        self.executable = build_artifact(self.mod, self.variant.target, self.variant.options)
+        options = self.variant.options
+        if options.schedule == "tuned" and not options.tuning_db:
+            from ..tuning import require_database
+
+            options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target))})
+        self.build_stats = BuildStats(options.schedule)
+        self.executable = build_artifact(self.mod, self.variant.target, options, stats=self.build_stats)
 
     def open_impl(self):
         import tvm
@@ -58,6 +70,20 @@ class TVMRunner(Runner):
             lib, dev = self.executable, (tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0))
         main = relax.VirtualMachine(lib, dev)["main"]
         return lambda x: main(tvm.runtime.tensor(x, device=dev)).numpy()
+
+
+def _variant_options(text: str, body: str | None) -> dict:
+    """``(key=value, ...)`` after the target: checked against `OPTION_KEYS`."""
+    options = {}
+    for item in filter(None, (part.strip() for part in (body or "").split(","))):
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or key not in OPTION_KEYS:
+            raise TargetError(f"variant {text!r}: unknown option {item!r} (known: "
+                              f"{', '.join(f'{k}={chr(124).join(v)}' for k, v in OPTION_KEYS.items())})")
+        if value not in OPTION_KEYS[key]:
+            raise TargetError(f"variant {text!r}: {key} must be one of {', '.join(OPTION_KEYS[key])}, not {value!r}")
+        options[key] = value
+    return options
 
 
 def check_rpc_reachable(host: str, port: int, timeout: float = 3.0) -> None:
