@@ -312,3 +312,107 @@ def build_artifact(mod, target: Target, options: BuildOptions, instruments=(), s
 
     with pass_context(options, instruments):
         return tvm.compile(mod, target=target.tvm_target(), relax_pipeline=relax_pipeline(target, options, stats))
+
+
+@dataclass
+class Kernels:
+    """A build's compiled TensorIR library and the PrimFuncs it was compiled from (by
+    name): what a later build of a mutant can link against instead of recompiling."""
+
+    lib: object  # tvm.runtime.Module
+    funcs: dict  # name -> tvm.tirx.PrimFunc (as lowered by the Relax pipeline)
+
+    def has(self, name: str, func) -> bool:
+        """True when this library holds exactly ``func`` under ``name``."""
+        import tvm_ffi
+
+        mine = self.funcs.get(name)
+        return mine is not None and tvm_ffi.structural_hash(mine) == tvm_ffi.structural_hash(func) \
+            and tvm_ffi.structural_equal(mine, func)
+
+
+@dataclass
+class SharedBuild:
+    """What a build with shared kernels did: PrimFuncs compiled anew and taken from the library."""
+
+    compiled: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def build_with_kernels(mod, target: Target, options: BuildOptions, kernels: Kernels | None = None,
+                       stats: BuildStats | None = None, shared: SharedBuild | None = None):
+    """``(executable, Kernels)``: the same program `build_artifact` gives, but only the
+    PrimFuncs that ``kernels`` does not hold (same name, structurally equal) go through
+    TIR lowering and LLVM; the executable imports ``kernels.lib`` for the rest.
+
+    A mutant changes one PrimFunc (TIR level) or a few bindings (graph level), yet a full
+    build compiles every kernel again; LLVM is most of a build's time. The VM resolves a
+    kernel by name in the executable's own library first, then in its imports, so a
+    changed kernel (compiled here) wins over the original's one of the same name.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax import vm_build
+
+    tvm_target = target.tvm_target()
+    with pass_context(options):
+        with tvm_target:
+            lowered = relax_pipeline(target, options, stats)(mod)
+    prims = {gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    reuse = {n for n, f in prims.items() if kernels is not None and kernels.has(n, f)}
+    record = shared if shared is not None else SharedBuild()
+    record.reused += sorted(reuse)
+    if kernels is not None:
+        # A changed kernel keeps no name of the library's: one .so may hold both (export, RPC).
+        lowered = _rename_prim_funcs(lowered, {n: _fresh_name(n, kernels.funcs) for n in prims
+                                               if n not in reuse and n in kernels.funcs})
+    funcs = {gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    record.compiled += sorted(set(funcs) - reuse)
+    attrs = dict(lowered.attrs) if lowered.attrs else {}
+    params = dict(attrs.get("const_name_to_constant", {}))
+    builder = relax.ExecBuilder()
+    rest = vm_build._vmcodegen(builder, lowered, "bytecode")
+    fresh = {gv: f for gv, f in rest.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint not in reuse}
+    lib = None
+    if fresh:
+        lib = tvm.tirx.build(tvm.IRModule(fresh, attrs=rest.attrs), target=tvm_target)
+        if kernels is not None and reuse:
+            lib.import_module(kernels.lib)
+    elif kernels is not None:
+        lib = kernels.lib
+    ext_libs = list(attrs.get("external_mods", []))
+    executable = vm_build.VMExecutable(vm_build._ffi_api.VMLink(builder, tvm_target, lib, ext_libs, params))
+    return executable, Kernels(lib, funcs)
+
+
+
+def _fresh_name(name: str, taken) -> str:
+    number = 1
+    while f"{name}_m{number}" in taken:
+        number += 1
+    return f"{name}_m{number}"
+
+
+def _rename_prim_funcs(mod, names: dict):
+    """``mod`` with the PrimFuncs named in ``names`` (old -> new) renamed, calls included."""
+    if not names:
+        return mod
+    import tvm
+    from tvm import relax
+
+    builder = relax.BlockBuilder(mod)  # add_func gives each new GlobalVar its type
+    new_vars = {old: builder.add_func(mod[old].with_attr("global_symbol", new), new) for old, new in names.items()}
+    staged = builder.get()
+
+    @relax.expr_functor.mutator
+    class Renamer(relax.PyExprMutator):
+        def visit_global_var_(self, op):
+            return new_vars.get(op.name_hint, op)
+
+    renamer = Renamer(staged)
+    out = tvm.IRModule({}, attrs=mod.attrs, global_infos=mod.global_infos)
+    for gv, func in staged.functions.items():
+        if gv.name_hint in names:
+            continue
+        out[gv] = renamer.visit_expr(func) if isinstance(func, relax.Function) else func
+    return out

@@ -61,13 +61,17 @@ class CampaignConfig:
     per_image_cap: int
     keep_artifacts: bool = False  # export every build to RUN_DIR/cache (costs about a build's time)
     repeats: int = 1  # inference passes per build; outputs that differ between passes flag the build unstable
+    share_builds: bool = True  # mutants link against the original's compiled kernels (build.build_with_kernels)
+    build_cache: str = ""  # a folder of builds shared between runs (reused when the same build is asked for)
+    fast_kill: bool = False  # stop running images on a mutant once the kill criterion is met
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
 
     def fingerprint(self) -> str:
         """What must match for a run folder to be resumed (parallelism may change)."""
         data = json.loads(json.dumps(self.raw, default=str))
-        data.get("run", {}).pop("jobs", None)
+        for speed_only in ("jobs", "share_builds", "build_cache"):  # same results either way
+            data.get("run", {}).pop(speed_only, None)
         return json.dumps(data, sort_keys=True)
 
 
@@ -94,18 +98,30 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model)
     criterion = _criterion(raw.get("kill", {}))
-    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats"})
+    run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
+                                             "share_builds", "build_cache", "fast_kill"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
-    keep = run.get("keep_artifacts", False)
-    if not isinstance(keep, bool):
-        raise ConfigError("config key 'run.keep_artifacts': expected true or false")
+    keep, share, fast_kill = (_flag(run, name, default) for name, default in
+                              (("keep_artifacts", False), ("share_builds", True), ("fast_kill", False)))
+    build_cache = _string(run, "build_cache", "run.build_cache") or ""
+    if build_cache:
+        build_cache = str((base_dir / Path(build_cache).expanduser()).resolve())
+        if Path(build_cache).exists() and not Path(build_cache).is_dir():
+            raise ConfigError(f"config key 'run.build_cache': {build_cache!r} exists and is not a folder")
     repeats = int(_number(run, "repeats", 1, "run.repeats", minimum=1, integer=True))
     if repeats > MAX_REPEATS:
         raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, repeats, raw, source)
+                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source)
+
+
+def _flag(table: dict, name: str, default: bool) -> bool:
+    value = table.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key 'run.{name}': expected true or false")
+    return value
 
 
 def _table(value, key: str, allowed: set[str]) -> dict:

@@ -49,6 +49,7 @@ class Job:
     log_path: str = ""
     repeats: int = 1
     pairs: tuple[tuple[str, str], ...] = ()  # (mutant id, stack name) this build settles
+    share_kernels: bool = False  # build against the original's compiled kernels (same options)
 
     @property
     def is_original(self) -> bool:
@@ -68,6 +69,7 @@ class JobResult:
     run_s: float | None = None
     cached: bool = False
     unstable_images: list[int] | None = None  # None: not measured (one pass)
+    build_info: dict | None = None  # what the build did: schedule, tuned hits, kernels compiled/reused
     index: int = -1  # position in the submitted batch (set by the dispatcher)
 
     @property

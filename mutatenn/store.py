@@ -34,10 +34,10 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 # Columns added after the first release: a store written before them gains them on open
 # (NULL = not measured), so an older run folder still resumes.
-ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT")],
+ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT"), ("build_info", "TEXT")],
                  "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT")]}
 ARTIFACT_FIELDS = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "finished",
-                   "unstable_images")
+                   "unstable_images", "build_info")
 VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values", "flipped", "flipped_images",
                   "build_s", "run_s", "log_tail", "unstable", "unstable_images")
 
@@ -74,12 +74,14 @@ class ResultStore:
     # --------------------------------------------------------------- artifacts
     def finished_artifacts(self) -> dict[str, dict]:
         """key -> artifact row; ``unstable_images`` is a list, or None when not measured."""
-        names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "unstable_images")
+        names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "unstable_images",
+                 "build_info")
         rows = self.db.execute(f"SELECT {', '.join(names)} FROM artifacts")
         out = {}
         for r in rows:
             row = dict(zip(names, r))
             row["unstable_images"] = _loads_or_none(row["unstable_images"])
+            row["build_info"] = _loads_or_none(row["build_info"])
             out[r[0]] = row
         return out
 
@@ -87,7 +89,8 @@ class ResultStore:
         """One finished job (an artifact row as ``finished_artifacts`` gives it) and the
         verdicts it settles, in one transaction."""
         row = {**{k: info.get(k) for k in ARTIFACT_FIELDS}, "finished": finished,
-               "unstable_images": _dumps_or_none(info.get("unstable_images"))}
+               "unstable_images": _dumps_or_none(info.get("unstable_images")),
+               "build_info": _dumps_or_none(info.get("build_info"))}
         with self._transaction():
             self.db.execute(f"INSERT OR REPLACE INTO artifacts ({', '.join(ARTIFACT_FIELDS)}) "
                             f"VALUES ({', '.join(':' + k for k in ARTIFACT_FIELDS)})", row)

@@ -48,6 +48,7 @@ DISCREPANCIES_CSV = "discrepancies.csv"
 PER_IMAGE = "per_image"  # .csv (campaign, comparison) and .json (comparison)
 COMPARISON = "comparison"  # .csv and .json
 PAIRWISE_CSV = "pairwise.csv"
+BUILDS_CSV = "builds.csv"
 RESULTS_SQLITE = "results.sqlite"
 
 # ---------------------------------------------------------------- columns
@@ -57,6 +58,9 @@ SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable"]
 DISCREPANCY_INFO = ["mutant_id", "operator", "level", "site", "unstable_on"]
 CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
 MUTANT_FIELDS = ["id", "operator", "level", "site", "status", "reason", "hash", "diff"]
+# builds.csv: one row per build (artifact) of a campaign
+BUILD_COLUMNS = ["artifact", "program", "stack", "status", "build_s", "run_s", "cached", "schedule", "scheduled",
+                 "untouched", "tuned_hits", "tuned_misses", "kernels_compiled", "kernels_reused", "settles"]
 LATENCY_COLUMNS = ["latency_ms_median", "latency_ms_p10", "latency_ms_p90"]
 COMPARISON_HEAD = ["variant", "baseline"]
 COMPARISON_TAIL = ["accuracy", "build_s", "error"]

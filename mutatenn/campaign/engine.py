@@ -66,7 +66,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         # A resumed run adds its time to what the interrupted runs spent.
         elapsed = (store.get_meta("duration_s") or 0) + (time.perf_counter() - clock)
         store.set_meta("duration_s", round(elapsed, 3))
-        verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan.originals, store)
+        verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store)
         moving = rundir.unstable_originals(plan.originals, store.finished_artifacts())
         if moving:
             print(f"warning: the original program's outputs changed between repeated runs on "
@@ -139,7 +139,7 @@ class Orchestrator:
         artifact = self.plan.artifacts[key]
         info = {"key": key, "stack": artifact.stack.name, "status": result.status.value, "reason": result.reason,
                 "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None,
-                "unstable_images": None}
+                "unstable_images": None, "build_info": {"cached": True} if result.cached else result.build_info}
         if result.ok:
             path = rundir.save_outputs(self.out_dir, key, result.logits, result.latencies)
             self.outputs_cache[key] = {"logits": result.logits, "latencies": result.latencies}

@@ -21,6 +21,8 @@ from ..records import Job, JobResult, JobStatus
 from . import faults
 
 LOG_TAIL_CHARS = 4000
+# Per worker process: each original's compiled kernels, by (model, stack, build options).
+_KERNELS: dict = {}
 
 
 def run_job(job: Job) -> JobResult:
@@ -52,7 +54,10 @@ def _run(job: Job) -> JobResult:
     start = time.perf_counter()
     cached = _load_cached(job, runner)
     if not cached:
+        if job.share_kernels and not job.is_original:
+            runner.share_kernels(_original_kernels(job, variant, program))
         runner.prepare()
+        _keep_kernels(job, variant, runner)
         _save_cached(job, runner)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -64,8 +69,33 @@ def _run(job: Job) -> JobResult:
         # uninitialised memory) is unstable.
         passes = [faults.perturb_pass(fault, number, runner.run(batch).logits) for number in range(1, job.repeats)]
         unstable_images = differing_rows(output.logits, passes)
+    info = runner.build_info() if hasattr(runner, "build_info") and not cached else None
     return JobResult(JobStatus.DONE, logits=output.logits, latencies=output.latencies, build_s=build_s,
-                     run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images)
+                     run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images,
+                     build_info=info)
+
+
+def _kernel_key(job: Job, variant) -> tuple:
+    return (job.model, job.pretrained, job.preset, job.variant, job.runner, variant.options.key())
+
+
+def _keep_kernels(job: Job, variant, runner) -> None:
+    """An original's build: keep its kernels for the mutants this worker builds next."""
+    if job.is_original and getattr(runner, "kernels", None) is not None:
+        _KERNELS[_kernel_key(job, variant)] = runner.kernels
+
+
+def _original_kernels(job: Job, variant, program):
+    """The original's kernels for this stack, built here first when this worker has none
+    (once per worker process: every later mutant of the stack links against them)."""
+    from ..runners import make_runner
+
+    key = _kernel_key(job, variant)
+    if key not in _KERNELS:
+        original = make_runner(variant, program, ref=job.runner)
+        original.prepare()
+        _KERNELS[key] = original.kernels  # one per stack: a worker runs one campaign
+    return _KERNELS[key]
 
 
 def _mutant_module(job: Job, program):

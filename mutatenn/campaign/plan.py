@@ -112,7 +112,8 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> Job:
         images=config.images, variant=stack.variant_text, runner=runner_ref(stack.runner),
         operator=artifact.operator, site=artifact.site,
         program_hash=artifact.program_hash if artifact.operator else "", options=artifact.options,
-        cache_dir=str(out_dir / "cache") if config.keep_artifacts else "",
+        cache_dir=config.build_cache or (str(out_dir / "cache") if config.keep_artifacts else ""),
         log_path=str(out_dir / "logs" / f"{artifact.key}.log"), repeats=config.repeats,
         pairs=tuple(artifact.pairs),
+        share_kernels=config.share_builds and stack.runner == "tvm" and artifact.options.key() == stack.options.key(),
     )

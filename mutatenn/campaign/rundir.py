@@ -81,10 +81,10 @@ def unstable_originals(originals: dict[str, str], built: dict) -> list[str]:
     return [stack for stack, key in originals.items() if built.get(key, {}).get("unstable_images")]
 
 
-def write_outputs(out_dir: Path, config: CampaignConfig, program, images, originals: dict[str, str],
-                  store: ResultStore):
+def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, store: ResultStore):
     """Every table and JSON file of the run folder, from the store; (verdicts, scores) frames."""
     stack_order = [s.name for s in config.stacks]
+    originals = plan.originals
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
     stored_mutants = store.mutants()
     verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
@@ -102,6 +102,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, origin
     write_csv(out_dir / schema.DISCREPANCIES_CSV, tables.discrepancy_table(verdicts, stack_order))
     write_json(out_dir / schema.IMAGES_JSON, image_records(images))
     built = store.finished_artifacts()
+    builds = tables.build_table(plan, built)
+    write_csv(out_dir / schema.BUILDS_CSV, builds)
     write_json(out_dir / schema.RUN_JSON, {
         "kind": "campaign", "model": config.model, "model_name": program.name, "images": config.images,
         "image_count": len(images), "stacks": [s.describe() for s in config.stacks],
@@ -111,10 +113,21 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, origin
         "mutant_count": len(mutants), "repeats": config.repeats,
         "unstable_originals": unstable_originals(originals, built),
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
+        "build_summary": _build_summary(builds), "fast_kill": config.fast_kill,
         "originals": dict(originals), "preset": program.preset, "notes": program.notes,
         "metrics": operators.CATALOGUE.describe(),
     })
     return verdicts, scores
+
+
+def _build_summary(builds) -> dict:
+    """Totals over builds.csv: how much the speed-ups did (cache hits, shared kernels, tuning)."""
+    def total(column):
+        return int(builds[column].fillna(0).sum()) if len(builds) else 0
+
+    return {"cached": int(builds["cached"].sum()) if len(builds) else 0,
+            "kernels_compiled": total("kernels_compiled"), "kernels_reused": total("kernels_reused"),
+            "tuned_hits": total("tuned_hits"), "tuned_misses": total("tuned_misses")}
 
 
 def render_run_report(out_dir: Path) -> tuple[Path | None, str]:

@@ -149,3 +149,23 @@ def stacks_below(scores: pd.DataFrame, threshold: float) -> list[tuple[str, floa
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def build_table(plan, built: dict[str, dict]) -> pd.DataFrame:
+    """builds.csv: what each build did (schedule, tuned records hit or missed, kernels
+    compiled or linked from the original's library), in plan order."""
+    rows = []
+    for key, artifact in plan.artifacts.items():
+        info = built.get(key)
+        if info is None:
+            continue
+        extra = info.get("build_info") or {}
+        program = f"{artifact.operator}#{artifact.site}" if artifact.operator else "original"
+        if not artifact.operator and key not in plan.originals.values():
+            program = "original (a pass mutant's build options)"
+        rows.append({"artifact": key, "program": program, "stack": info["stack"], "status": info["status"],
+                     "build_s": info["build_s"], "run_s": info["run_s"], "cached": bool(extra.get("cached", False)),
+                     **{c: extra.get(c) for c in ("schedule", "scheduled", "untouched", "tuned_hits", "tuned_misses",
+                                                  "kernels_compiled", "kernels_reused")},
+                     "settles": " ".join(f"{m}@{s}" for m, s in artifact.pairs)})
+    return pd.DataFrame(rows, columns=schema.BUILD_COLUMNS)

@@ -7,7 +7,16 @@ import socket
 import tempfile
 from pathlib import Path
 
-from ..build import DEFAULT_OPT_LEVEL, SCHEDULES, BuildOptions, BuildStats, build_artifact, check_runnable, parse_target
+from ..build import (
+    DEFAULT_OPT_LEVEL,
+    SCHEDULES,
+    BuildOptions,
+    BuildStats,
+    SharedBuild,
+    build_with_kernels,
+    check_runnable,
+    parse_target,
+)
 from ..errors import InputError, TargetError, first_line
 from .base import Runner, Variant
 
@@ -24,6 +33,9 @@ class TVMRunner(Runner):
         super().__init__(variant, program, mod)
         self.executable = None  # set by prepare(), or beforehand by `use_executable`
         self.build_stats = BuildStats(variant.options.schedule if variant.options else "")
+        self.base_kernels = None  # build.Kernels to link against (`share_kernels`)
+        self.kernels = None  # this build's own Kernels, after prepare()
+        self.shared = SharedBuild()
 
     @classmethod
     def parse(cls, text: str, rest: str) -> Variant:
@@ -49,14 +61,25 @@ class TVMRunner(Runner):
         self.executable = executable
         self._prepared = True
 
+    def share_kernels(self, kernels) -> None:
+        """Compile only the kernels ``kernels`` (an earlier build's) lacks; link the rest."""
+        self.base_kernels = kernels
+
     def prepare_impl(self) -> None:
         options = self.variant.options
         if options.schedule == "tuned" and not options.tuning_db:
             from ..tuning import require_database
 
             options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target))})
-        self.build_stats = BuildStats(options.schedule)
-        self.executable = build_artifact(self.mod, self.variant.target, options, stats=self.build_stats)
+        self.build_stats, self.shared = BuildStats(options.schedule), SharedBuild()
+        kernels = self.base_kernels if self.variant.target.spec["kind"] == "llvm" else None
+        self.executable, self.kernels = build_with_kernels(self.mod, self.variant.target, options, kernels,
+                                                           self.build_stats, self.shared)
+
+    def build_info(self) -> dict:
+        """What the last build did (for the run folder's builds table)."""
+        return {**self.build_stats.summary(), "kernels_compiled": len(self.shared.compiled),
+                "kernels_reused": len(self.shared.reused)}
 
     def open_impl(self):
         import tvm
