@@ -75,6 +75,23 @@ class CampaignConfig:
         return json.dumps(data, sort_keys=True)
 
 
+def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
+    """``config`` with [run] keys given on the command line (None: keep the config's);
+    the stored TOML records them too, so a resumed run checks the same settings."""
+    import copy
+    import dataclasses
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "build_cache" in given:
+        folder = Path(given["build_cache"]).expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"--build-cache {str(folder)!r} exists and is not a folder")
+        given["build_cache"] = str(folder)
+    raw = copy.deepcopy(config.raw)
+    raw.setdefault("run", {}).update(given)
+    return dataclasses.replace(config, raw=raw, **given)
+
+
 def load_config(path: Path) -> CampaignConfig:
     path = Path(path)
     try:

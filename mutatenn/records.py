@@ -50,6 +50,8 @@ class Job:
     repeats: int = 1
     pairs: tuple[tuple[str, str], ...] = ()  # (mutant id, stack name) this build settles
     share_kernels: bool = False  # build against the original's compiled kernels (same options)
+    fast_kill: str = ""  # the kill criterion, when images stop once it is met (mutants only)
+    reference: str = ""  # the original's stored outputs (.npz), which fast kill compares with
 
     @property
     def is_original(self) -> bool:
@@ -70,6 +72,7 @@ class JobResult:
     cached: bool = False
     unstable_images: list[int] | None = None  # None: not measured (one pass)
     build_info: dict | None = None  # what the build did: schedule, tuned hits, kernels compiled/reused
+    images_run: int | None = None  # None: every image; else fast kill stopped after this many
     index: int = -1  # position in the submitted batch (set by the dispatcher)
 
     @property
@@ -94,6 +97,7 @@ class VerdictRow:
     log_tail: str = ""
     unstable: int | None = None  # 1 / 0, None when not measured
     unstable_images: tuple[int, ...] | None = None
+    images_run: int | None = None  # None: every image; else fast kill stopped after this many
 
     @property
     def is_killed(self) -> bool:
@@ -105,7 +109,8 @@ class VerdictRow:
                 "reason": self.reason, "artifact": self.artifact, "values": dict(self.values),
                 "flipped": self.flipped, "flipped_images": list(self.flipped_images), "build_s": self.build_s,
                 "run_s": self.run_s, "log_tail": self.log_tail, "unstable": self.unstable,
-                "unstable_images": None if self.unstable_images is None else list(self.unstable_images)}
+                "unstable_images": None if self.unstable_images is None else list(self.unstable_images),
+                "images_run": self.images_run}
 
     @classmethod
     def from_store(cls, row: dict) -> "VerdictRow":
@@ -113,4 +118,5 @@ class VerdictRow:
         return cls(row["mutant_id"], row["stack"], Verdict(row["verdict"]), row.get("reason") or "",
                    row.get("artifact"), dict(row.get("values") or {}), row.get("flipped"),
                    tuple(row.get("flipped_images") or ()), row.get("build_s"), row.get("run_s"),
-                   row.get("log_tail") or "", row.get("unstable"), None if images is None else tuple(images))
+                   row.get("log_tail") or "", row.get("unstable"), None if images is None else tuple(images),
+                   row.get("images_run"))

@@ -34,12 +34,12 @@ CREATE TABLE IF NOT EXISTS verdicts (
 """
 # Columns added after the first release: a store written before them gains them on open
 # (NULL = not measured), so an older run folder still resumes.
-ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT"), ("build_info", "TEXT")],
-                 "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT")]}
+ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT"), ("build_info", "TEXT"), ("images_run", "INTEGER")],
+                 "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT"), ("images_run", "INTEGER")]}
 ARTIFACT_FIELDS = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "finished",
-                   "unstable_images", "build_info")
+                   "unstable_images", "build_info", "images_run")
 VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values", "flipped", "flipped_images",
-                  "build_s", "run_s", "log_tail", "unstable", "unstable_images")
+                  "build_s", "run_s", "log_tail", "unstable", "unstable_images", "images_run")
 
 
 class ResultStore:
@@ -75,7 +75,7 @@ class ResultStore:
     def finished_artifacts(self) -> dict[str, dict]:
         """key -> artifact row; ``unstable_images`` is a list, or None when not measured."""
         names = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "unstable_images",
-                 "build_info")
+                 "build_info", "images_run")
         rows = self.db.execute(f"SELECT {', '.join(names)} FROM artifacts")
         out = {}
         for r in rows:

@@ -45,6 +45,22 @@ class KillCriterion:
             return True
         return value < self.threshold if self.comparison == "<" else value > self.threshold
 
+    def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
+        """True when the images run so far (``prefix_logits``: the first n rows) already
+        kill, whatever the remaining images give: they are counted as equal to the
+        reference, the closest an output can be, and every logits metric's summary (a
+        mean, a max, or a norm over all images) only moves away from the reference as an
+        image's output does. Latency metrics give no such bound (never met)."""
+        import numpy as np
+
+        metric = CATALOGUE[self.metric]
+        if metric.inputs != "logits":
+            return False
+        filled = np.array(ref_logits, dtype=np.float32, copy=True)
+        filled[: len(prefix_logits)] = prefix_logits
+        with np.errstate(all="ignore"):
+            return self.is_killed({self.metric: metric.evaluate(ref_logits, filled, None, None, 5)})
+
     def __str__(self) -> str:
         return f"{self.metric} {self.comparison} {self.threshold:g}"
 

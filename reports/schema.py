@@ -53,7 +53,7 @@ RESULTS_SQLITE = "results.sqlite"
 
 # ---------------------------------------------------------------- columns
 VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
-VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable"]
+VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run"]
 SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable"]
 DISCREPANCY_INFO = ["mutant_id", "operator", "level", "site", "unstable_on"]
 CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]

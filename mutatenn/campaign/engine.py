@@ -124,7 +124,8 @@ class Orchestrator:
             return
         from .dispatch import run_dask, run_local
 
-        jobs = [make_job(self.plan.artifacts[k], self.config, self.out_dir) for k in keys]
+        jobs = [make_job(self.plan.artifacts[k], self.config, self.out_dir,
+                         self.plan.originals[self.plan.artifacts[k].stack.name]) for k in keys]
         if self.client is not None:
             results = run_dask(self.client, jobs, self.config.timeout_s)
         else:
@@ -139,7 +140,8 @@ class Orchestrator:
         artifact = self.plan.artifacts[key]
         info = {"key": key, "stack": artifact.stack.name, "status": result.status.value, "reason": result.reason,
                 "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None,
-                "unstable_images": None, "build_info": {"cached": True} if result.cached else result.build_info}
+                "unstable_images": None, "build_info": {"cached": True} if result.cached else result.build_info,
+                "images_run": result.images_run}
         if result.ok:
             path = rundir.save_outputs(self.out_dir, key, result.logits, result.latencies)
             self.outputs_cache[key] = {"logits": result.logits, "latencies": result.latencies}

@@ -61,18 +61,33 @@ def _run(job: Job) -> JobResult:
         _save_cached(job, runner)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    output = runner.run(batch)
+    stop = _fast_kill_stop(job)
+    output = runner.run(batch, stop)
     unstable_images = None
     if job.repeats > 1:
         # Each pass after the first opens a fresh session (a fresh VM for TVM); a build
         # whose outputs are not the same bits every time (out-of-bounds reads,
         # uninitialised memory) is unstable.
-        passes = [faults.perturb_pass(fault, number, runner.run(batch).logits) for number in range(1, job.repeats)]
+        passes = [faults.perturb_pass(fault, number, runner.run(batch, stop).logits) for number in range(1, job.repeats)]
         unstable_images = differing_rows(output.logits, passes)
     info = runner.build_info() if hasattr(runner, "build_info") and not cached else None
     return JobResult(JobStatus.DONE, logits=output.logits, latencies=output.latencies, build_s=build_s,
                      run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images,
-                     build_info=info)
+                     build_info=info, images_run=output.images_run)
+
+
+def _fast_kill_stop(job: Job):
+    """The runner's early stop for a fast-kill job: the criterion met by the images so far."""
+    if not job.fast_kill or not job.reference:
+        return None
+    import numpy as np
+
+    import operators
+
+    criterion = operators.parse_criterion(job.fast_kill)
+    with np.load(job.reference) as data:
+        ref = data["logits"]
+    return lambda prefix: criterion.met_by_prefix(ref, prefix)
 
 
 def _kernel_key(job: Job, variant) -> tuple:
@@ -129,7 +144,19 @@ def _cache_file(job: Job, runner) -> Path | None:
     target = getattr(runner.variant, "target", None)
     if not job.cache_dir or not runner.builds or target is None or target.device == "rpc":
         return None
-    return Path(job.cache_dir) / f"{job.key}.so"
+    return Path(job.cache_dir) / f"{job.key}-{_toolchain_tag()}.so"
+
+
+def _toolchain_tag() -> str:
+    """TVM's and MutateNN's versions: a cache shared between runs must not serve a build
+    made by another compiler or other schedule rules."""
+    import hashlib
+
+    import tvm
+
+    from .. import __version__
+
+    return hashlib.blake2b(f"{tvm.__version__}|{__version__}".encode(), digest_size=4).hexdigest()
 
 
 def _load_cached(job: Job, runner) -> bool:

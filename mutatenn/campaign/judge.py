@@ -23,6 +23,10 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
     """Killed or survived by ``criterion`` over every catalogue metric; flipped images and
     stability come along so each row explains itself."""
     mutant_id, stack = pair
+    run = artifact.get("images_run")
+    if run is not None:  # fast kill: the images not run count as agreeing (the bound the worker stopped on)
+        out = {"logits": np.concatenate([out["logits"][:run], ref["logits"][run:]]),
+               "latencies": np.concatenate([out["latencies"][:run], ref["latencies"][run:]])}
     values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
     with np.errstate(all="ignore"):
         flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
@@ -32,4 +36,4 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),
-                      unstable_images=None if unstable is None else tuple(unstable))
+                      unstable_images=None if unstable is None else tuple(unstable), images_run=run)

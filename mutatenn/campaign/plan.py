@@ -104,9 +104,13 @@ def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
     return Plan(mutants, originals, artifacts, pairs, fixed)
 
 
-def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> Job:
-    """The worker's instructions for one artifact (the only place a Job is built)."""
+def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original_key: str = "") -> Job:
+    """The worker's instructions for one artifact (the only place a Job is built);
+    ``original_key`` is its stack's original, which a fast-kill job compares with."""
+    from .rundir import outputs_path
+
     stack = artifact.stack
+    fast_kill = config.fast_kill and bool(artifact.pairs) and bool(original_key) and original_key != artifact.key
     return Job(
         key=artifact.key, model=config.model, pretrained=config.pretrained, preset=config.preset,
         images=config.images, variant=stack.variant_text, runner=runner_ref(stack.runner),
@@ -116,4 +120,6 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path) -> Job:
         log_path=str(out_dir / "logs" / f"{artifact.key}.log"), repeats=config.repeats,
         pairs=tuple(artifact.pairs),
         share_kernels=config.share_builds and stack.runner == "tvm" and artifact.options.key() == stack.options.key(),
+        fast_kill=str(config.criterion) if fast_kill else "",
+        reference=str(outputs_path(out_dir, original_key)) if fast_kill else "",
     )

@@ -28,6 +28,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
                   "stack": v.stack, "verdict": v.verdict.value, "reason": v.reason}
         record.update({name: _finite_or_none(v.values.get(name)) for name in metrics})
         record.update(flipped=v.flipped, build_s=v.build_s, run_s=v.run_s, log_tail=v.log_tail, unstable=v.unstable,
+                      images_run=v.images_run,
                       _ordinal=m["ordinal"],
                       _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
         records.append(record)
@@ -36,6 +37,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
     frame = frame.sort_values(["_ordinal", "_stack"], kind="stable").drop(columns=["_ordinal", "_stack"])
     frame["flipped"] = frame["flipped"].astype("Int64")
     frame["unstable"] = frame["unstable"].astype("Int64")  # empty: not measured (repeats = 1, or not run)
+    frame["images_run"] = frame["images_run"].astype("Int64")  # empty: every image (no fast kill)
     return frame.reset_index(drop=True)
 
 
@@ -85,6 +87,9 @@ def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.Data
     return table.reset_index().rename(columns={"index": "mutant_id"})
 
 
+NOT_RUN = "(not run: fast kill had already killed the mutant)"
+
+
 def per_image_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str, str], load_logits, images,
                     labels, cap: int) -> pd.DataFrame:
     """Top-5 of original and mutant per image; flipped images first, at most ``cap`` per
@@ -102,9 +107,11 @@ def per_image_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str, s
         flipped = set(v.flipped_images)
         chosen = sorted(flipped)[:cap]
         chosen += [i for i in range(len(images)) if i not in flipped][: cap - len(chosen)]
+        not_run = v.images_run if v.images_run is not None else len(images)
         for i in chosen:
+            mutant = top5.text(v.artifact, i) if i < not_run else NOT_RUN
             rows.append({"mutant_id": r.mutant_id, "stack": r.stack, "image": images.names[i],
-                         "original_top5": top5.text(originals[r.stack], i), "mutant_top5": top5.text(v.artifact, i),
+                         "original_top5": top5.text(originals[r.stack], i), "mutant_top5": mutant,
                          "flipped": i in flipped})
     return pd.DataFrame(rows, columns=columns)
 

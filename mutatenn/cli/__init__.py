@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 3 when any stack's mutation score (percent) is below SCORE")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--fast-kill", action="store_true", help="stop running images on a mutant once the kill "
+                   "criterion is met (the config's run.fast_kill)")
+    p.add_argument("--build-cache", type=Path, default=None, metavar="DIR",
+                   help="reuse builds stored in DIR by earlier runs, and store new ones there (run.build_cache)")
+    p.add_argument("--no-share-builds", action="store_true",
+                   help="build every mutant in full instead of linking the original's kernels (run.share_builds)")
 
     p = sub.add_parser("report", help="(re)render report.html of a run folder")
     p.add_argument("run_dir", type=Path, help="a campaign or comparison run folder")

@@ -17,13 +17,14 @@ def default_run_dir(prefix: str) -> Path:
 
 def cmd_run(args) -> int:
     from ..campaign import run_campaign
-    from ..config import load_config
+    from ..config import load_config, with_run_overrides
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         raise InputError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
-    config = load_config(args.config)
+    config = with_run_overrides(load_config(args.config), fast_kill=True if args.fast_kill else None,
+                                build_cache=args.build_cache, share_builds=False if args.no_share_builds else None)
     out = args.out or default_run_dir("campaign")
     result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
                           render=not args.no_report)

@@ -32,6 +32,7 @@ class RunOutput:
 
     logits: np.ndarray
     latencies: np.ndarray
+    images_run: int | None = None  # None: every image; else the rows after it are NaN (stopped early)
 
     @property
     def latency_ms_median(self) -> float:
@@ -95,20 +96,26 @@ class Runner:
         self._prepared = True
         return self.prepare_s
 
-    def run(self, batch: np.ndarray) -> RunOutput:
-        """One pass over ``batch`` (N images, input layout): warm up, then time each image."""
+    def run(self, batch: np.ndarray, stop: Callable[[np.ndarray], bool] | None = None) -> RunOutput:
+        """One pass over ``batch`` (N images, input layout): warm up, then time each image
+        (one call per image: the latency is one image's inference, nothing else).
+        ``stop(logits so far)``, asked after each image, ends the pass early (fast kill)."""
         if len(batch) == 0:
             raise InputError("no images to run")
         self.prepare()
         infer = self.open_impl()
         for _ in range(WARMUP_CALLS):
             infer(batch[:1])
-        outs, lat = [], np.empty(len(batch))
+        outs, lat = [], np.full(len(batch), np.nan)
         for i in range(len(batch)):
             start = time.perf_counter()
             out = infer(batch[i : i + 1])
             lat[i] = time.perf_counter() - start
             outs.append(np.asarray(out, dtype=np.float32).reshape(1, -1))
+            if stop is not None and i + 1 < len(batch) and stop(np.concatenate(outs, axis=0)):
+                logits = np.full((len(batch), outs[0].shape[1]), np.nan, dtype=np.float32)
+                logits[: i + 1] = np.concatenate(outs, axis=0)
+                return RunOutput(logits, lat, images_run=i + 1)
         return RunOutput(np.concatenate(outs, axis=0), lat)
 
     # ------------------------------------------------------------ instance hooks
