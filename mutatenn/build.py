@@ -15,6 +15,7 @@ from pathlib import Path
 from mutators.passes import OPT_LEVEL_PASSES, OPTIONAL_PASSES, PIPELINE
 
 from .errors import InputError, TargetError
+from .schedules import ScheduleStats
 
 __all__ = ["OPT_LEVEL_PASSES", "OPTIONAL_PASSES", "BuildOptions", "Target", "parse_target", "build_artifact"]
 DEFAULT_OPT_LEVEL = 2
@@ -124,16 +125,14 @@ class BuildStats:
     or missed (by PrimFunc name). Filled in by the pipeline's schedule passes."""
 
     schedule: str = DEFAULT_SCHEDULE
-    scheduled: list[str] = field(default_factory=list)
-    untouched: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    kernels: ScheduleStats = field(default_factory=ScheduleStats)  # the default schedule's own record
     tuned_hits: list[str] = field(default_factory=list)
     tuned_misses: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {"schedule": self.schedule, "scheduled": len(self.scheduled), "untouched": len(self.untouched),
-                "failed": len(self.failed), "tuned_hits": len(self.tuned_hits),
-                "tuned_misses": len(self.tuned_misses)}
+        return {"schedule": self.schedule, "scheduled": len(self.kernels.scheduled),
+                "untouched": len(self.kernels.untouched), "failed": len(self.kernels.failed),
+                "tuned_hits": len(self.tuned_hits), "tuned_misses": len(self.tuned_misses)}
 
 
 @dataclass(frozen=True)
@@ -242,20 +241,8 @@ def schedule_passes(target: Target, options: BuildOptions, stats: BuildStats) ->
         from . import tuning
 
         passes.append(tuning.apply_database_pass(options.tuning_db, target.spec, _TunedInto(stats)))
-    passes.append(schedules.default_schedule_pass(target.spec, stats=_ScheduledInto(stats)))
+    passes.append(schedules.default_schedule_pass(target.spec, stats=stats.kernels))
     return passes
-
-
-class _ScheduledInto:
-    """Adapter: the default schedule pass merges its `ScheduleStats` into a `BuildStats`."""
-
-    def __init__(self, stats: BuildStats):
-        self.stats = stats
-
-    def merge(self, run) -> None:
-        self.stats.scheduled += run.scheduled
-        self.stats.untouched += run.untouched
-        self.stats.failed += list(run.failed)
 
 
 class _TunedInto:

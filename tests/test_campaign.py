@@ -22,7 +22,7 @@ from mutatenn.cli import main
 
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", "top1_agreement",
                    "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine", "latency_ratio",
-                   "flipped", "build_s", "run_s", "log_tail", "unstable"]
+                   "flipped", "build_s", "run_s", "log_tail", "unstable", "images_run"]
 VERDICTS = ["killed", "survived", "crashed", "timed_out", "non_viable", "equivalent"]
 
 BASE_CONFIG = """
@@ -237,6 +237,12 @@ def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
     (lambda t: t.replace("per_image_cap = 5", "per_image_cap = 5\nrepeats = 500"), "run.repeats"),
     (lambda t: t.replace("per_image_cap = 5", 'per_image_cap = 5\nrepeats = "twice"'), "run.repeats"),
     (lambda t: t + '[faults]\nsegfault = ["x#0"]\n', "'faults': unknown section"),
+    (lambda t: t.replace("opt_level = 0", 'opt_level = 0\nschedule = "fast"'), "stacks[0].schedule"),
+    (lambda t: t.replace('target = "cpu"\nopt_level = 0', 'target = "cuda"\nopt_level = 0\nschedule = "tuned"'),
+     "stacks[0].schedule"),
+    (lambda t: t.replace("per_image_cap = 5", 'per_image_cap = 5\nfast_kill = "yes"'), "run.fast_kill"),
+    (lambda t: t.replace("per_image_cap = 5", 'per_image_cap = 5\nbuild_cache = "campaign.toml"'),
+     "run.build_cache"),
 ])
 def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, edit, key):
     good = write_config(tmp_path).read_text()

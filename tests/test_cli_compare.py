@@ -96,6 +96,10 @@ def _bad_input_case(case, tmp_path):
         (tmp_path / "imgs").mkdir()
         (tmp_path / "imgs" / "readme.txt").write_text("not an image")
         images, phrase = str(tmp_path / "imgs"), "is not a jpg or png image"
+    elif case == "unknown schedule":
+        variants, phrase = "torch,tvm:cpu:O2(schedule=fastest)", "schedule must be one of none, default, tuned"
+    elif case == "unknown variant option":
+        variants, phrase = "torch,tvm:cpu(threads=4)", "unknown option 'threads=4'"
     elif case == "cuda without a GPU":
         if tvm.cuda(0).exist:
             pytest.skip("this machine has a GPU")
@@ -105,7 +109,8 @@ def _bad_input_case(case, tmp_path):
 
 BAD_INPUTS = ["missing model file", "corrupt model file", "unsupported ONNX operator", "wrong input shape",
               "unknown model", "unknown target", "unknown variant", "unreachable RPC address",
-              "empty image folder", "non-image file", "cuda without a GPU"]
+              "empty image folder", "non-image file", "unknown schedule", "unknown variant option",
+              "cuda without a GPU"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

@@ -13,6 +13,7 @@ from tvm import relax, tirx
 from tvm.script import tirx as T
 
 from mutatenn import schedules
+from mutatenn.build import BuildOptions, BuildStats, build_artifact, parse_target
 
 HOST = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
 CUDA = {"kind": "cuda", "arch": "sm_80"}
@@ -21,38 +22,22 @@ CUDA = {"kind": "cuda", "arch": "sm_80"}
 # ---------------------------------------------------------------- helpers
 
 def _front_passes():
-    """The Relax passes of `mutatenn.build.relax_pipeline` at O2 up to FuseTIR."""
+    """The Relax passes of `mutatenn.build.relax_pipeline` at O2 up to FuseTIR (to look at
+    the fused PrimFuncs a build schedules; builds themselves go through `build_artifact`)."""
     return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
 
-def _vm_passes():
-    return [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
-            relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
-            relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-            relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
-            relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
-            relax.transform.AttachGlobalSymbol()]
-
-
-def pipeline(target: dict, schedule: bool, stats: schedules.ScheduleStats | None = None):
-    """`relax_pipeline`'s pass list, with the default schedule inserted after FuseTIR."""
-    middle = [schedules.default_schedule_pass(target, stats=stats)] if schedule else []
-    passes = _front_passes() + middle + _vm_passes()
-    tvm_target = tvm.target.Target(target)
-
-    @tvm.transform.module_pass(opt_level=0, name="TestPipeline")
-    def _pipeline(mod, _ctx):
-        with tvm_target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
-
-
 def build(mod, schedule: bool, stats: schedules.ScheduleStats | None = None, disabled=()):
-    with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled)):
-        return tvm.compile(mod, target=tvm.target.Target(HOST), relax_pipeline=pipeline(HOST, schedule, stats))
+    """The product's build (`mutatenn.build.build_artifact`) on the host CPU, with the
+    default schedule or none; ``stats`` receives what the schedule pass did."""
+    record = BuildStats()
+    options = BuildOptions(schedule="default" if schedule else "none", disabled_pass=tuple(disabled))
+    executable = build_artifact(mod, parse_target("cpu"), options, stats=record)
+    if stats is not None:
+        stats.merge(record.kernels)
+    return executable
 
 
 def run(executable, inputs: list[np.ndarray]) -> np.ndarray:
