@@ -334,8 +334,10 @@ def build_with_kernels(mod, target: Target, options: BuildOptions, kernels: Kern
 
     A mutant changes one PrimFunc (TIR level) or a few bindings (graph level), yet a full
     build compiles every kernel again; LLVM is most of a build's time. The VM resolves a
-    kernel by name in the executable's own library first, then in its imports, so a
-    changed kernel (compiled here) wins over the original's one of the same name.
+    kernel by name in the executable's own library, then in its imports. A changed kernel
+    that has a name of the library's is renamed first (``NAME_m1``), so the two libraries
+    never define one symbol twice and the executable still exports as one ``.so``.
+    For CPU (LLVM) targets; other targets build with `build_artifact`.
     """
     import tvm
     from tvm import relax
@@ -370,7 +372,6 @@ def build_with_kernels(mod, target: Target, options: BuildOptions, kernels: Kern
     ext_libs = list(attrs.get("external_mods", []))
     executable = vm_build.VMExecutable(vm_build._ffi_api.VMLink(builder, tvm_target, lib, ext_libs, params))
     return executable, Kernels(lib, funcs)
-
 
 
 def _fresh_name(name: str, taken) -> str:

@@ -84,6 +84,15 @@ def run_variants(program: Program, images_spec: str, images: ImageSet, variants:
     return results
 
 
+def _check_tuning_records(program: Program, variants) -> None:
+    """A tuned variant needs `mutatenn tune`'s records: refuse before any build starts."""
+    for variant in variants:
+        if variant.options is not None and variant.options.schedule == "tuned":
+            from .tuning import require_database
+
+            require_database(program.spec, variant.target)
+
+
 def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
             pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True) -> Comparison:
     started = dt.datetime.now(dt.timezone.utc)
@@ -96,8 +105,9 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
     program = model if isinstance(model, Program) else load_program(model, pretrained, preset)
-    out_dir = prepare_out_dir(Path(out_dir))
     ordered = [baseline] + variants
+    _check_tuning_records(program, ordered)
+    out_dir = prepare_out_dir(Path(out_dir))
     results = run_variants(program, images_spec, images, ordered, pretrained, jobs)
     errors = {name: r.error for name, r in results.items() if r.error}
     if baseline.text in errors:

@@ -236,6 +236,8 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "title": f"Mutation campaign — {meta.get('model', 'model')}",
         "overview": run_overview(meta) + [
             ("Stacks", ", ".join(_stack_label(s) for s in stacks) or "—"),
+            ("Stack builds", _stack_builds(meta)),
+            ("Speed-ups", _speedups(meta)),
             ("Mutants", str(len(mutants))),
             ("Inference passes per build", _repeats_text(meta)),
             ("Build + run time", fmt_seconds(pd.to_numeric(verdicts["build_s"], errors="coerce").sum()
@@ -265,6 +267,32 @@ def _stability(value) -> str:
     """'yes' (outputs changed between repeated runs), 'no', or '' (not measured)."""
     f = to_float(value)
     return "" if f is None else ("yes" if f else "no")
+
+
+def _stack_builds(meta: dict) -> str:
+    """Each stack's target, build options and loop schedule (folders written before
+    schedules existed were built with none)."""
+    parts = []
+    for s in meta.get("stacks") or []:
+        if isinstance(s, dict):
+            schedule = s.get("schedule", "none")
+            build = str(s.get("build", "")).replace(f",schedule={schedule}", "")
+            parts.append(f"{s.get('name')}: {s.get('target')} {build}, schedule {schedule}")
+    return "; ".join(parts) or "—"
+
+
+def _speedups(meta: dict) -> str:
+    """What made the campaign faster: cached builds, linked kernels, tuned records, fast kill."""
+    summary = meta.get("build_summary")
+    if not isinstance(summary, dict):
+        return "—"
+    parts = [f"{summary.get('kernels_reused', 0)} kernels linked from the original's library, "
+             f"{summary.get('kernels_compiled', 0)} compiled",
+             f"{summary.get('cached', 0)} builds from the build cache"]
+    if summary.get("tuned_hits") or summary.get("tuned_misses"):
+        parts.append(f"tuned records: {summary.get('tuned_hits', 0)} kernels hit, {summary.get('tuned_misses', 0)} missed")
+    parts.append("fast kill on" if meta.get("fast_kill") else "fast kill off")
+    return "; ".join(parts)
 
 
 def _repeats_text(meta: dict) -> str:

@@ -1,7 +1,9 @@
 """Shared fixtures: real models written to disk, a local TVM RPC server, a CLI runner."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +52,7 @@ def rpc_server():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                              "--port", str(port), "--port-end", str(port + 1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -62,5 +64,7 @@ def rpc_server():
         proc.kill()
         pytest.fail("TVM RPC server did not start")
     yield port
-    proc.terminate()
+    # The server forks popen workers of its own: end the whole process group, not only it.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=10)

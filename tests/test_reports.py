@@ -501,6 +501,7 @@ opt_level = 0
 name = "generic-O2"
 target = "cpu-generic"
 opt_level = 2
+schedule = "none"
 [kill]
 criterion = "top1_agreement < 1.0"
 [run]
@@ -557,6 +558,12 @@ def test_real_campaign_report_shows_the_run_folder(browser, real_campaign, tmp_p
     # The real stack and level names, as the user sees them.
     overview = page.locator("#overview").inner_text()
     assert all(s in overview for s in stacks) and f"({run['image_count']} images)" in overview
+    # Each stack's schedule, and what the speed-ups did, as run.json and builds.csv record them.
+    assert "cpu-O0: cpu O0, schedule default" in overview and "generic-O2: cpu-generic O2, schedule none" in overview
+    builds = pd.read_csv(out / "builds.csv")
+    reused = int(builds["kernels_reused"].sum())
+    assert reused > 0 and run["build_summary"]["kernels_reused"] == reused
+    assert f"{reused} kernels linked from the original's library" in overview and "fast kill off" in overview
     assert page.locator("#filter-stack option").all_inner_texts() == ["All stacks", *stacks]
 
     # Per-stack score: the bar and the counts table say what scores.csv says.

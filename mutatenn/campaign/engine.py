@@ -93,7 +93,8 @@ class Orchestrator:
     def run(self) -> None:
         original_keys = self.plan.original_keys
         pending_originals = [k for k in original_keys if k not in self.finished]
-        pending_mutants = [k for k in self.plan.artifacts if k not in self.finished and k not in original_keys]
+        pending_mutants = _full_builds_first(
+            self.plan, [k for k in self.plan.artifacts if k not in self.finished and k not in original_keys])
         total = len(pending_originals) + len(pending_mutants)
         done_before = len(self.plan.artifacts) - total
         if done_before:
@@ -183,6 +184,16 @@ class Orchestrator:
         c = self.counts
         return (f"killed={c[Verdict.KILLED]} survived={c[Verdict.SURVIVED]} crashed={c[Verdict.CRASHED]} "
                 f"timed_out={c[Verdict.TIMED_OUT]}")
+
+
+def _full_builds_first(plan, keys: list[str]) -> list[str]:
+    """Builds with their own options (pass mutants) compile every kernel and run slowest:
+    started first, they do not leave one worker busy at the end while the others idle."""
+    def shares(key: str) -> bool:
+        artifact = plan.artifacts[key]
+        return artifact.options.key() == artifact.stack.options.key()
+
+    return sorted(keys, key=shares)  # stable: enumeration order within each group
 
 
 def _progress(total: int, quiet: bool):

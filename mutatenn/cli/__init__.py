@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", default=None, metavar="ID", help="print one mutant with its IR diff")
     p.add_argument("--list-operators", action="store_true", help="print the operator catalogue")
 
+    p = sub.add_parser("tune", help="tune a model's kernels for a CPU target with MetaSchedule (for schedule=tuned builds)")
+    _add_model_args(p)
+    p.add_argument("--target", default="cpu", help="cpu, cpu-generic, cpu-avx2 or cpu-avx512 (measured on this machine)")
+    p.add_argument("--trials", type=int, required=True,
+                   help="schedule candidates measured in all (at least one per kernel: digits has 8, mobilenet_v2 57)")
+    p.add_argument("--max-trials-per-task", type=int, default=None, help="cap per kernel (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="search seed")
+    p.add_argument("--force", action="store_true", help="replace this model's existing tuning records for this target")
+
     p = sub.add_parser("targets", help="list the named deployment targets")
     return parser
 
@@ -109,6 +118,7 @@ COMMANDS = {
     "demo": ("demo", "cmd_demo"),
     "mutants": ("mutants", "cmd_mutants"),
     "targets": ("targets", "cmd_targets"),
+    "tune": ("tune", "cmd_tune"),
 }
 
 

@@ -13,6 +13,7 @@ from ..build import (
     BuildOptions,
     BuildStats,
     SharedBuild,
+    build_artifact,
     build_with_kernels,
     check_runnable,
     parse_target,
@@ -72,9 +73,11 @@ class TVMRunner(Runner):
 
             options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target))})
         self.build_stats, self.shared = BuildStats(options.schedule), SharedBuild()
-        kernels = self.base_kernels if self.variant.target.spec["kind"] == "llvm" else None
-        self.executable, self.kernels = build_with_kernels(self.mod, self.variant.target, options, kernels,
-                                                           self.build_stats, self.shared)
+        if self.variant.target.spec["kind"] != "llvm":  # CUDA: TVM's own build, nothing shared
+            self.executable = build_artifact(self.mod, self.variant.target, options, stats=self.build_stats)
+            return
+        self.executable, self.kernels = build_with_kernels(self.mod, self.variant.target, options,
+                                                           self.base_kernels, self.build_stats, self.shared)
 
     def build_info(self) -> dict:
         """What the last build did (for the run folder's builds table)."""
