@@ -28,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import write_result  # noqa: E402
 
 
 def config_dict(images: str) -> dict:
@@ -167,10 +170,7 @@ def main() -> int:
         "processes (each imports TVM and the model once, and builds the original once) and",
         "writing the run folder.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import write_result  # noqa: E402
 
 
 def run_demo(source: Path, out: Path, jobs: int) -> float:
@@ -50,10 +53,7 @@ def main() -> int:
              f"  before (commit {args.before}): {before:6.1f} s",
              f"  after (this tree):            {after:6.1f} s",
              f"  after / before: {after / before:.2f} (goal <= 0.5)"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import write_result  # noqa: E402
 
 TIR_OPERATORS = ["tir_store_add1", "tir_store_scale2", "tir_store_cast_float16"]
 GRAPH_OPERATORS = ["replace_activation_with_sigmoid", "insert_exp_after", "duplicate_layer", "swap_layers"]
@@ -131,10 +134,7 @@ def main() -> int:
                      f"{100 * builds['graph'] / builds['full']:.0f}% (median of {builds['graph_n']}) (goal <= 30%)")
         lines.append("")
         print("\n".join(lines[-8:]), file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

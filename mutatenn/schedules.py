@@ -645,7 +645,6 @@ def schedule_module(mod, target: Any = None, use_dlight: bool = True):
     """``(module, ScheduleStats)``: every PrimFunc of ``mod`` given the default CPU
     schedule for ``target``. ``mod`` itself is not modified; for a non-LLVM target (or
     none given and none in scope) ``mod`` comes back as is."""
-    import tvm
     from tvm import tirx
 
     stats = ScheduleStats()
@@ -669,12 +668,20 @@ def schedule_module(mod, target: Any = None, use_dlight: bool = True):
             stats.failed[name] = report.reason
         else:
             stats.untouched.append(name)
+    return with_functions(mod, updates), stats
+
+
+def with_functions(mod, updates: dict):
+    """A copy of ``mod`` with the functions in ``updates`` (GlobalVar -> function) replaced
+    (``mod`` itself when there are none): passes must not modify their input module."""
+    import tvm
+
     if not updates:
-        return mod, stats
+        return mod
     out = tvm.IRModule(mod.functions, mod.attrs, mod.global_infos)
     for gv, func in updates.items():
         out[gv] = func
-    return out, stats
+    return out
 
 
 def default_schedule_pass(target: Any = None, use_dlight: bool = True,

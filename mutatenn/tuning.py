@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ConfigError, InputError, ModelError, MutateNNError, TargetError, first_line
-from .schedules import SCHEDULED_ATTR
+from .schedules import SCHEDULED_ATTR, with_functions
 
 __all__ = ["Records", "TuneReport", "TuneStats", "apply_database_pass", "cache_root", "database_dir",
            "has_database", "open_records", "require_database", "tune"]
@@ -634,7 +634,6 @@ def _read_info(folder: Path | None) -> dict:
 def apply_records(mod, records: Records, tvm_target) -> tuple:
     """``(module, TuneStats)``: every PrimFunc of ``mod`` with a usable record replaced by
     its tuned schedule and marked scheduled; the others as they were."""
-    import tvm
     import tvm_ffi
     from tvm import tirx
 
@@ -664,12 +663,7 @@ def apply_records(mod, records: Records, tvm_target) -> tuple:
             continue
         updates[gv] = _with_attrs_of(schedule.mod["main"], func)
         stats.hits.append(name)
-    if not updates:
-        return mod, stats
-    out = tvm.IRModule(mod.functions, mod.attrs, mod.global_infos)
-    for gv, func in updates.items():
-        out[gv] = func
-    return out, stats
+    return with_functions(mod, updates), stats
 
 
 def _with_attrs_of(tuned, original):
