@@ -124,6 +124,25 @@ def test_tuned_build_computes_what_an_unscheduled_build_does(tuned, digits, cpu,
     assert set(stats.kernels.scheduled) <= set(stats.tuned_misses)  # the default schedule only got the misses
 
 
+def test_tuned_build_agrees_on_a_second_model(cache, cpu, tmp_path):
+    """A convnet with batch-norm, residual add and pooling (other kernels than digits'),
+    tuned with one candidate per kernel and every record applied."""
+    from test_schedules import inputs_for, small_convnet
+
+    program = small_convnet()
+    db = tmp_path / "convnet-db"
+    report = tuning.tune(program.mod, cpu, 16, db, log=lambda _line: None, strategy="replay-trace",
+                         model_spec="small-convnet", keep_faster_default=False)
+    assert len(report.best_us) >= 3  # tasks with a measured record
+    stats = BuildStats("tuned")
+    xs = np.concatenate(inputs_for(program.input.shape, n=4))
+    tuned_out = run(build(program.mod, cpu, "tuned", db, stats), xs)
+    plain_out = run(build(program.mod, cpu, "none"), xs)
+    assert set(stats.tuned_hits) == set(report.best_us) and set(stats.tuned_misses) == set(report.untuned)
+    assert rel_l2(tuned_out, plain_out) <= 1e-5
+    assert (tuned_out.argmax(1) == plain_out.argmax(1)).all()
+
+
 def test_hits_get_the_tuned_schedule_and_the_attribute(tuned, digits, cpu):
     fused = tuning.fuse(digits.mod, cpu.tvm_target())
     stats = tuning.TuneStats()
