@@ -114,7 +114,8 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         raise InputError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
     truth = label_indices(images, program.labels)
     ok = [v.text for v in ordered if not results[v.text].error]
-    table = _comparison_table(results, baseline.text, [v.text for v in variants], truth)
+    table = _comparison_table(results, baseline.text, [v.text for v in variants], truth,
+                              latency_flags(ordered, results))
     pairwise = _pairwise_table(results, ok)
     per_image = _per_image_table(results, ok, baseline.text, images, program.labels)
     finished = dt.datetime.now(dt.timezone.utc)
@@ -163,7 +164,26 @@ def _latency_stats(r: VariantResult) -> dict:
             "latency_ms_p90": float(np.percentile(lat, 90))}
 
 
-def _comparison_table(results, baseline: str, variants: list[str], truth) -> pd.DataFrame:
+def latency_flags(variants, results) -> dict[str, str]:
+    """Variant -> why it is flagged: slower than a lower opt level of the same stack (same
+    runner, target and other build options), by `operators.latency.slower_at_higher_level`."""
+    from operators.latency import slower_at_higher_level
+
+    groups: dict[tuple, list] = {}
+    for v in variants:
+        r = results[v.text]
+        if v.options is None or r.error:
+            continue
+        o = v.options
+        key = (v.kind, v.target.name, o.disabled_pass, o.required_pass, o.fast_math, o.schedule)
+        groups.setdefault(key, []).append((v.text, o.opt_level, r.output.latencies))
+    flags = {}
+    for entries in groups.values():
+        flags.update(slower_at_higher_level(entries))
+    return flags
+
+
+def _comparison_table(results, baseline: str, variants: list[str], truth, flags: dict[str, str]) -> pd.DataFrame:
     ref = results[baseline]
     rows = []
     for name in [baseline] + variants:
@@ -178,6 +198,7 @@ def _comparison_table(results, baseline: str, variants: list[str], truth) -> pd.
             row["error"] = ""
         row["accuracy"] = float(operators.accuracy(r.output.logits, truth)) if truth is not None and not r.error else math.nan
         row["build_s"] = round(r.build_s, 3)
+        row["latency_flag"] = flags.get(name, "")
         rows.append(row)
     return pd.DataFrame(rows)[schema.comparison_columns(operators.CATALOGUE.describe())]
 
@@ -201,18 +222,20 @@ def _per_image_table(results, names: list[str], baseline: str, images: ImageSet,
             top5 = [[name_of(int(c)), round(float(probs[i, c]), 5)] for c in order[i]]
             rows.append({"image": image, "label": images.labels[i], "variant": v, "top1": top5[0][0],
                          "top1_score": top5[0][1], "top5": json.dumps(top5),
-                         "agrees_with_baseline": bool(order[i, 0] == ref_top1[i])})
+                         "agrees_with_baseline": bool(order[i, 0] == ref_top1[i]),
+                         "latency_ms": round(float(results[v].output.latencies[i]) * 1e3, 4)})
     return pd.DataFrame(rows)
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as a person reads it in a terminal."""
     view = table[["variant", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
-                  "latency_ms_median", "latency_ratio", "accuracy", "error"]].copy()
+                  "latency_ms_median", "latency_ratio", "latency_flag", "accuracy", "error"]].copy()
     view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
                                 "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
-    if not view["error"].astype(bool).any():
-        view = view.drop(columns=["error"])
+    for text_column in ("error", "latency_flag"):
+        if not view[text_column].astype(bool).any():
+            view = view.drop(columns=[text_column])
     if view["accuracy"].isna().all():
         view = view.drop(columns=["accuracy"])
     return view.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")

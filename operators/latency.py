@@ -37,3 +37,32 @@ def _ratio(num: float, den: float) -> float:
     if den == 0.0:
         return 1.0 if num == 0.0 else float("inf")
     return float(num / den)
+
+
+def slower_at_higher_level(entries: list[tuple[str, int, object]], alpha: float = 0.05) -> dict[str, str]:
+    """Variants that run slower than a lower optimisation level of the same stack.
+
+    ``entries`` are ``(name, opt level, per-image latencies)`` of variants that differ in
+    their opt level only. A higher level is flagged when its median latency is above the
+    lower level's and a one-sided Mann-Whitney U test over the per-image latencies says so
+    at ``alpha`` (one timed call per image on shared cores is noisy: a median alone is not
+    evidence). Returns name -> "slower than NAME (RATIO×, p=P)", against the fastest such
+    lower level."""
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    flags: dict[str, str] = {}
+    for name, level, lat in entries:
+        worst = None
+        for other, other_level, other_lat in entries:
+            if other_level >= level:
+                continue
+            ratio = float(np.median(lat) / np.median(other_lat))
+            if ratio <= 1.0:
+                continue
+            p = float(mannwhitneyu(lat, other_lat, alternative="greater").pvalue)
+            if p < alpha and (worst is None or ratio > worst[1]):
+                worst = (other, ratio, p)
+        if worst is not None:
+            flags[name] = f"slower than {worst[0]} ({worst[1]:.2f}x, p={worst[2]:.2g})"
+    return flags

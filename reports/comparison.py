@@ -45,10 +45,10 @@ def _table_columns(run: RunData) -> list[tuple[str, str]]:
     """The comparison table: variant, baseline, every metric run.json lists, latency spread, accuracy."""
     return ([("variant", "Variant"), ("baseline", "Baseline")] + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
-               ("accuracy", "Accuracy")])
+               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")])
 
 
-_TEXT_COLUMNS = {"variant", "baseline"}
+_TEXT_COLUMNS = {"variant", "baseline", "latency_flag"}
 
 
 def _variants(run: RunData) -> list[str]:
@@ -141,6 +141,9 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
         "variants": variants,
         "pairwise": _pairwise_maps(run, variants),
         "latency": charts.range_chart(latency) if any(l["median"] is not None for l in latency) else None,
+        # older folders have no latency_flag column: nothing flagged
+        "latency_flags": [(str(r["variant"]), str(r["latency_flag"])) for r in comp
+                          if isinstance(r.get("latency_flag"), str) and r.get("latency_flag")],
         "disagreements": _disagreements(run, variants, caps, thumb_index),
         "table_columns": [t for _, t in columns],
         "table": table,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import tvm
@@ -141,3 +142,44 @@ def test_existing_results_are_never_overwritten(tmp_path):
                    "--baseline", "torch", "--out", str(out))
     assert proc.returncode == 2 and "already holds files" in proc.stderr
     assert (out / "comparison.csv").read_text() == "precious"
+
+
+def test_latency_flags_agree_with_the_per_image_latencies(tmp_path):
+    """Every opt level of one stack: a flag exactly where a higher level's per-image
+    latencies are significantly slower than a lower level's (checked with scipy here)."""
+    from scipy.stats import mannwhitneyu
+
+    out = tmp_path / "levels"
+    levels = [f"tvm:cpu:O{k}" for k in range(4)]
+    proc = run_cli("compare", "--model", "digits", "--images", "digits:40", "--variants", ",".join(levels),
+                   "--baseline", "torch", "--out", str(out), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out / "comparison.csv", keep_default_na=False).set_index("variant")
+    per_image = pd.read_csv(out / "per_image.csv")
+    latency = {v: per_image.loc[per_image["variant"] == v, "latency_ms"].to_numpy() for v in levels}
+    assert all(len(x) == 40 and (x > 0).all() for x in latency.values())
+    for v in levels:
+        assert abs(np.median(latency[v]) - table.loc[v, "latency_ms_median"]) < 1e-3  # the same timings
+        slower_than = [u for u in levels[: levels.index(v)] if np.median(latency[v]) > np.median(latency[u])
+                       and mannwhitneyu(latency[v], latency[u], alternative="greater").pvalue < 0.05]
+        assert bool(table.loc[v, "latency_flag"]) == bool(slower_than), (v, table.loc[v, "latency_flag"])
+        if slower_than:
+            assert table.loc[v, "latency_flag"].split(" (")[0] in [f"slower than {u}" for u in slower_than]
+    assert table.loc["torch", "latency_flag"] == ""  # not a TVM variant: never compared by level
+
+
+def test_slower_higher_level_is_flagged_with_its_ratio(digits_program):
+    """The rule on real timings: the naive-loop build timed as 'O3' against the scheduled
+    one as 'O0' (the naive loops are several times slower on any CPU)."""
+    from mutatenn.execute import run_variant
+    from mutatenn.runners import parse_variant
+    from operators.latency import slower_at_higher_level
+
+    batch = np.random.default_rng(0).standard_normal((24, *digits_program.input.shape[1:])).astype(np.float32)
+    fast = run_variant(digits_program, parse_variant("tvm:cpu:O2"), batch).output.latencies
+    slow = run_variant(digits_program, parse_variant("tvm:cpu:O2(schedule=none)"), batch).output.latencies
+    flags = slower_at_higher_level([("O0", 0, fast), ("O3", 3, slow)])
+    ratio = float(np.median(slow) / np.median(fast))
+    assert ratio > 1.5
+    assert list(flags) == ["O3"] and flags["O3"].startswith(f"slower than O0 ({ratio:.2f}x, p=")
+    assert slower_at_higher_level([("O0", 0, slow), ("O3", 3, fast)]) == {}  # faster at the higher level

@@ -25,6 +25,7 @@ METRICS = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_erro
            "cosine", "latency_ratio"]
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", *METRICS,
                    "flipped", "build_s", "run_s", "log_tail", "unstable"]
+LATENCY_FLAG = "slower than tvm:cpu:O2 (1.40x, p=0.003)"
 XSS_MODEL = "<script>alert(1)</script>"
 XSS_OPERATOR = "<img src=x onerror=alert(2)>"
 XSS_IMAGE = '"><svg onload=alert(3)>.png'
@@ -145,9 +146,9 @@ def make_comparison(folder: Path, *, seed=2, variants=("torch", "tvm-O0", "tvm-O
         med = float(rng.uniform(5, 20))
         comp.append({"variant": v, "baseline": baseline, **metrics(), "latency_ms_median": round(med, 3),
                      "latency_ms_p10": round(med * 0.9, 3), "latency_ms_p90": round(med * 1.3, 3),
-                     "accuracy": None})
+                     "latency_flag": LATENCY_FLAG if v == variants[-1] else "", "accuracy": None})
     cols = ["variant", "baseline", *METRICS[:-1], "latency_ms_median", "latency_ms_p10", "latency_ms_p90",
-            "latency_ratio", "accuracy"]
+            "latency_ratio", "latency_flag", "accuracy"]
     comp_df = pd.DataFrame(comp)[cols]
     comp_df.to_csv(folder / "comparison.csv", index=False)
     (folder / "comparison.json").write_text(comp_df.to_json(orient="records"))
@@ -452,6 +453,12 @@ def test_comparison_page_in_chromium(browser, comparison, tmp_path):
     assert page.locator(".pairwise").count() == len(METRICS)
     assert page.locator('.pairwise[data-metric="kendall_tau"] .heat-cell').count() == n * n
     assert page.locator(".latency-row").count() == n - 1
+    flagged = pd.read_csv(comparison / "comparison.csv", keep_default_na=False)
+    flagged = flagged[flagged["latency_flag"] != ""]
+    assert len(flagged) == 1
+    items = page.locator(".latency-flags li")
+    assert items.count() == 1 and items.first.get_attribute("data-variant") == flagged["variant"].iloc[0]
+    assert LATENCY_FLAG in items.first.inner_text() and items.first.is_visible()
     # tvm-O3 disagrees with the baseline on the odd images (two of five).
     rows = page.locator("#disagreement-table tbody tr")
     assert rows.count() == 2
