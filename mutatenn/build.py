@@ -2,7 +2,8 @@
 
 TVM 0.27's plain ``tvm.compile`` runs no fusion; MutateNN never relies on its default
 pipeline. Each opt level is an explicit pass list (the one pass table is `mutators.passes.PIPELINE`), run
-inside a ``PassContext`` so ``disabled_pass`` / ``required_pass`` are honoured.
+inside a ``PassContext`` so ``disabled_pass`` / ``required_pass`` are honoured; the
+same context carries the TIR lowering options (`mutators.passes.TIR_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mutators.passes import OPT_LEVEL_PASSES, OPTIONAL_PASSES, PIPELINE
+from mutators.passes import (
+    OPT_IN_PASSES,
+    OPT_LEVEL_PASSES,
+    OPTIONAL_PASSES,
+    PIPELINE,
+    SWITCHABLE_PASSES,
+    TIR_OPTION_NAMES,
+    tir_config,
+    tir_options_canonical,
+)
 
 from .errors import InputError, TargetError
 from .schedules import ScheduleStats
 
-__all__ = ["OPT_LEVEL_PASSES", "OPTIONAL_PASSES", "BuildOptions", "Target", "parse_target", "build_artifact"]
+__all__ = ["OPT_LEVEL_PASSES", "OPTIONAL_PASSES", "OPT_IN_PASSES", "SWITCHABLE_PASSES", "TIR_OPTION_NAMES",
+           "BuildOptions", "Target", "parse_target", "build_artifact"]
 DEFAULT_OPT_LEVEL = 2
 # How PrimFuncs get their loop schedule on LLVM targets: "none" (TVM's naive loops),
 # "default" (MutateNN's rule-based schedule, `mutatenn.schedules`), "tuned" (MetaSchedule
@@ -36,8 +47,10 @@ RPC_PATTERN = re.compile(r"^rpc://(?P<host>[^:/\s]+):(?P<port>\d+)(?:/(?P<target
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How a program is built: opt level, passes switched off or forced, fast math, and
-    the loop schedule (`SCHEDULES`; ``tuning_db`` is the tuning database of a "tuned" build)."""
+    """How a program is built: opt level, passes switched off or forced, fast math, the
+    loop schedule (`SCHEDULES`; ``tuning_db`` is the tuning database of a "tuned" build)
+    and TIR lowering options (``tir_options``: sorted (name, value) pairs of
+    `mutators.passes.TIR_OPTIONS`, TVM's defaults dropped; a dict is accepted)."""
 
     opt_level: int = DEFAULT_OPT_LEVEL
     disabled_pass: tuple[str, ...] = ()
@@ -45,6 +58,7 @@ class BuildOptions:
     fast_math: bool | None = None  # None: as the opt level says (on at O3)
     schedule: str = DEFAULT_SCHEDULE
     tuning_db: str = ""
+    tir_options: tuple = ()
 
     def __post_init__(self):
         if self.opt_level not in OPT_LEVEL_PASSES:
@@ -52,17 +66,27 @@ class BuildOptions:
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
         for name in self.disabled_pass + self.required_pass:
-            if name not in OPTIONAL_PASSES:
-                raise InputError(f"unknown pass {name!r} (known: {', '.join(OPTIONAL_PASSES)})")
+            if name not in SWITCHABLE_PASSES:
+                raise InputError(f"unknown pass {name!r} (known: {', '.join(SWITCHABLE_PASSES)})")
+        try:
+            object.__setattr__(self, "tir_options", tir_options_canonical(self.tir_options))
+        except (ValueError, TypeError) as err:
+            raise InputError(f"tir_options: {err}") from None
 
     def with_overrides(self, overrides: dict) -> "BuildOptions":
-        """These options changed by a pass mutant's overrides."""
+        """These options changed by a pass mutant's overrides. Most replace the stack's
+        value; ``required_pass`` and ``tir_options`` add to the stack's (a mutant that
+        switches one pass or option on keeps what the stack already switched on)."""
         fields = {"opt_level": self.opt_level, "disabled_pass": self.disabled_pass,
                   "required_pass": self.required_pass, "fast_math": self.fast_math,
-                  "schedule": self.schedule, "tuning_db": self.tuning_db}
+                  "schedule": self.schedule, "tuning_db": self.tuning_db, "tir_options": self.tir_options}
         for key, value in overrides.items():
             if key not in fields:
                 raise InputError(f"unknown build option {key!r}")
+            if key == "required_pass":
+                value = tuple(self.required_pass) + tuple(p for p in value if p not in self.required_pass)
+            elif key == "tir_options":
+                value = {**dict(self.tir_options), **_as_dict(value)}
             fields[key] = tuple(value) if isinstance(value, (list, tuple)) else value
         return BuildOptions(**fields)
 
@@ -73,18 +97,22 @@ class BuildOptions:
         return self.opt_level >= 3 or "FastMathTransform" in self.required_pass
 
     def passes(self) -> tuple[str, ...]:
-        """The optional passes this build runs, in pipeline order."""
+        """The switchable passes this build runs, in `SWITCHABLE_PASSES` order (the order
+        of build keys; the pipeline runs them in `PIPELINE` order)."""
         wanted = set(OPT_LEVEL_PASSES[self.opt_level]) | set(self.required_pass)
         wanted.discard("FastMathTransform")
         if self.uses_fast_math:
             wanted.add("FastMathTransform")
         wanted -= set(self.disabled_pass)
-        return tuple(p for p in OPTIONAL_PASSES if p in wanted)
+        return tuple(p for p in SWITCHABLE_PASSES if p in wanted)
 
     def key(self) -> str:
-        """What decides the built code: the passes run, the schedule and, for a tuned
-        build, the tuning records' content (a re-tuned database is another build)."""
+        """What decides the built code: the passes run, the schedule, the TIR options
+        (only when set, so older keys stay valid) and, for a tuned build, the tuning
+        records' content (a re-tuned database is another build)."""
         data = {"passes": self.passes(), "schedule": self.schedule}
+        if self.tir_options:
+            data["tir"] = dict(self.tir_options)
         if self.schedule == "tuned":
             data["tuning"] = database_digest(self.tuning_db)
         return json.dumps(data, sort_keys=True)
@@ -95,7 +123,18 @@ class BuildOptions:
             extra.append("fastmath" if self.fast_math else "nofastmath")
         if self.schedule != DEFAULT_SCHEDULE:
             extra.append(f"schedule={self.schedule}")
+        extra += [name if value is True else f"{name}={json.dumps(value)}" for name, value in self.tir_options]
         return f"O{self.opt_level}" + ("," + ",".join(extra) if extra else "")
+
+
+def _as_dict(settings) -> dict:
+    """TIR option settings given as a dict or as [name, value] pairs (a mutant's form)."""
+    if isinstance(settings, dict):
+        return dict(settings)
+    try:
+        return {name: value for name, value in settings}
+    except (TypeError, ValueError):
+        raise InputError(f"tir_options: expected a table or [name, value] pairs, got {settings!r}") from None
 
 
 def database_digest(db_dir: str) -> str:
@@ -263,9 +302,11 @@ def relax_pipeline(target: Target, options: BuildOptions, stats: BuildStats | No
 
     stats = stats if stats is not None else BuildStats(options.schedule)
     passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
-    # Every pass of the table is listed; PassContext(disabled_pass=...) switches the
-    # optional ones off, so what runs is exactly options.passes().
-    passes += [getattr(relax.transform, spec.name)() for spec in PIPELINE]
+    # The table's passes this build runs, in pipeline order: what runs is exactly
+    # options.passes() (PassContext(disabled_pass=...) says the same for OPTIONAL_PASSES;
+    # it cannot for every pass: DecomposeOpsForInference calls itself "DecomposeOps").
+    runs = set(options.passes())
+    passes += [spec.create() for spec in PIPELINE if not spec.optional or spec.name in runs]
     passes += schedule_passes(target, options, stats)
     passes += [
         relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
@@ -286,10 +327,13 @@ def relax_pipeline(target: Target, options: BuildOptions, stats: BuildStats | No
 
 
 def pass_context(options: BuildOptions, instruments=()):
+    """The context every build of ``options`` runs in: the opt-level passes it does not
+    run are disabled by name, and the TIR options go to the TIR pipeline as config."""
     import tvm
 
     skipped = [p for p in OPTIONAL_PASSES if p not in options.passes()]
-    return tvm.transform.PassContext(opt_level=3, disabled_pass=skipped, instruments=list(instruments))
+    return tvm.transform.PassContext(opt_level=3, disabled_pass=skipped, instruments=list(instruments),
+                                     config=tir_config(options.tir_options))
 
 
 def build_artifact(mod, target: Target, options: BuildOptions, instruments=(), stats: BuildStats | None = None):
@@ -364,7 +408,8 @@ def build_with_kernels(mod, target: Target, options: BuildOptions, kernels: Kern
     fresh = {gv: f for gv, f in rest.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and gv.name_hint not in reuse}
     lib = None
     if fresh:
-        lib = tvm.tirx.build(tvm.IRModule(fresh, attrs=rest.attrs), target=tvm_target)
+        with pass_context(options):  # the TIR options reach this lowering too
+            lib = tvm.tirx.build(tvm.IRModule(fresh, attrs=rest.attrs), target=tvm_target)
         if kernels is not None and reuse:
             lib.import_module(kernels.lib)
     elif kernels is not None:

@@ -11,7 +11,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build import DEFAULT_SCHEDULE, OPTIONAL_PASSES, SCHEDULES, BuildOptions, Target, parse_target
+from .build import (
+    DEFAULT_SCHEDULE,
+    OPTIONAL_PASSES,
+    SCHEDULES,
+    SWITCHABLE_PASSES,
+    BuildOptions,
+    Target,
+    parse_target,
+)
 from .errors import ConfigError, InputError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
@@ -43,7 +51,8 @@ class StackSpec:
     def describe(self) -> dict:
         return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
                 "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
-                "schedule": self.options.schedule, "build": self.options.label()}
+                "schedule": self.options.schedule, "build": self.options.label(),
+                "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options)}
 
 
 @dataclass
@@ -311,7 +320,8 @@ def _stacks(value, model: str) -> list[StackSpec]:
     out, names = [], set()
     for i, table in enumerate(value):
         key = f"stacks[{i}]"
-        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "fast_math", "schedule"})
+        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
+                                    "fast_math", "schedule", "tir_options"})
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
@@ -330,13 +340,42 @@ def _stacks(value, model: str) -> list[StackSpec]:
         if schedule not in SCHEDULES:
             raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
-                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key))
+                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key),
+                               required_pass=_required_passes(table, key), tir_options=_tir_options(table, key))
         name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
         out.append(StackSpec(name, target, options))
     return out
+
+
+def _required_passes(table: dict, key: str) -> tuple[str, ...]:
+    """A stack's ``required_passes``: passes run whatever its opt level says (the opt-in
+    passes of `mutators.passes.OPT_IN_PASSES` run only when named here)."""
+    value = table.get("required_passes", [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"config key '{key}.required_passes': expected a list of pass names")
+    for name in value:
+        if name not in SWITCHABLE_PASSES:
+            raise ConfigError(f"config key '{key}.required_passes': unknown pass {name!r} "
+                              f"(known: {', '.join(SWITCHABLE_PASSES)})")
+    return tuple(value)
+
+
+def _tir_options(table: dict, key: str) -> dict:
+    """A stack's ``tir_options`` table (short names of `mutators.passes.TIR_OPTIONS`),
+    each value checked against its option."""
+    from mutators.passes import tir_option_error
+
+    value = table.get("tir_options", {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}.tir_options': expected a table, e.g. {{ disable_vectorize = true }}")
+    for name, setting in value.items():
+        error = tir_option_error(name, setting)
+        if error:
+            raise ConfigError(f"config key '{key}.tir_options.{name}': {error}")
+    return value
 
 
 def _tuning_db(schedule: str, model: str, target_name: str, key: str) -> str:

@@ -98,7 +98,7 @@ def mutant_options(mod, op, site: Site, base: BuildOptions) -> BuildOptions:
 
 def test_operator_contract(tiny):
     names = [op.name for op in passes.OPERATORS]
-    assert names == ["pass_opt_level", "pass_disable", "pass_fast_math"]
+    assert names == ["pass_opt_level", "pass_disable", "pass_fast_math", "pass_enable", "pass_tir_option"]
     for op in passes.OPERATORS:
         assert re.fullmatch(r"pass_[a-z0-9_]+", op.name) and op.level == "pass"
         assert op.doc and "\n" not in op.doc
@@ -113,17 +113,23 @@ def test_operator_contract(tiny):
         for site in sites:
             assert op.apply(tiny, site) is tiny
             options = op.build_options(site)
-            assert set(options) <= {"opt_level", "disabled_pass", "fast_math"}
+            assert set(options) <= {"opt_level", "disabled_pass", "fast_math", "required_pass", "tir_options"}
             # The key round-trips: the options rebuild the site's key ...
-            assert tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(options.items())) == site.key
+            assert tuple((k, frozen(v)) for k, v in sorted(options.items())) == site.key
             # ... and the product accepts them and applies exactly them.
             applied = BuildOptions().with_overrides(options)
             for key, value in options.items():
-                assert getattr(applied, key) == (tuple(value) if isinstance(value, list) else value)
+                assert getattr(applied, key) == frozen(value)
             overrides.add(applied)
         assert len(overrides) == len(sites)  # every site builds differently
     counts = {op.name: len(op.sites(tiny)) for op in passes.OPERATORS}
-    assert counts == {"pass_opt_level": 4, "pass_disable": 4, "pass_fast_math": 2}
+    assert counts == {"pass_opt_level": 4, "pass_disable": 4, "pass_fast_math": 2,
+                      "pass_enable": len(passes.OPT_IN_PASSES), "pass_tir_option": len(passes.TIR_OPTIONS)}
+
+
+def frozen(value):
+    """A site key's form of an option value: lists as tuples, nested ones too."""
+    return tuple(frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def test_constants_are_nested_and_agree_with_the_builder():
