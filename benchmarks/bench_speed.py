@@ -56,8 +56,8 @@ def pick_mutants(program, operators: list[str], count: int) -> list:
     chosen = []
     for site in range(count):
         for name in operators:
-            mutant = mutators.make_mutant(program.mod, name, site, with_diff=False) if site < 50 else None
-            if mutant is not None and mutant.mod is not None and len(chosen) < count:
+            mutant = mutators.make_mutant(program.mod, name, site, with_diff=False)
+            if mutant.mod is not None and len(chosen) < count:
                 chosen.append(mutant)
     return chosen
 

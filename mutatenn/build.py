@@ -352,14 +352,19 @@ class Kernels:
 
     lib: object  # tvm.runtime.Module
     funcs: dict  # name -> tvm.tirx.PrimFunc (as lowered by the Relax pipeline)
+    hashes: dict = field(default_factory=dict, repr=False)  # name -> structural hash, filled on first use
 
     def has(self, name: str, func) -> bool:
-        """True when this library holds exactly ``func`` under ``name``."""
+        """True when this library holds exactly ``func`` under ``name`` (the library's own
+        hashes are computed once: every mutant of a campaign asks about every kernel)."""
         import tvm_ffi
 
         mine = self.funcs.get(name)
-        return mine is not None and tvm_ffi.structural_hash(mine) == tvm_ffi.structural_hash(func) \
-            and tvm_ffi.structural_equal(mine, func)
+        if mine is None:
+            return False
+        if name not in self.hashes:
+            self.hashes[name] = tvm_ffi.structural_hash(mine)
+        return self.hashes[name] == tvm_ffi.structural_hash(func) and tvm_ffi.structural_equal(mine, func)
 
 
 @dataclass

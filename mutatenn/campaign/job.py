@@ -70,7 +70,7 @@ def _run(job: Job) -> JobResult:
         # uninitialised memory) is unstable.
         passes = [faults.perturb_pass(fault, number, runner.run(batch, stop).logits) for number in range(1, job.repeats)]
         unstable_images = differing_rows(output.logits, passes)
-    info = runner.build_info() if hasattr(runner, "build_info") and not cached else None
+    info = None if cached else runner.build_info()
     return JobResult(JobStatus.DONE, logits=output.logits, latencies=output.latencies, build_s=build_s,
                      run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images,
                      build_info=info, images_run=output.images_run)
@@ -96,7 +96,7 @@ def _kernel_key(job: Job, variant) -> tuple:
 
 def _keep_kernels(job: Job, variant, runner) -> None:
     """An original's build: keep its kernels for the mutants this worker builds next."""
-    if job.is_original and getattr(runner, "kernels", None) is not None:
+    if job.is_original and runner.kernels is not None:
         _KERNELS[_kernel_key(job, variant)] = runner.kernels
 
 

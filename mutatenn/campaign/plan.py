@@ -18,7 +18,7 @@ from mutators import MutantStatus
 from ..build import BuildOptions
 from ..config import CampaignConfig, StackSpec
 from ..records import Job, Verdict, VerdictRow
-from ..runners import runner_ref
+from ..runners import runner_class, runner_ref
 
 
 @dataclass
@@ -119,7 +119,8 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
         cache_dir=config.build_cache or (str(out_dir / "cache") if config.keep_artifacts else ""),
         log_path=str(out_dir / "logs" / f"{artifact.key}.log"), repeats=config.repeats,
         pairs=tuple(artifact.pairs),
-        share_kernels=config.share_builds and stack.runner == "tvm" and artifact.options.key() == stack.options.key(),
+        share_kernels=config.share_builds and runner_class(stack.runner).builds
+        and artifact.options.key() == stack.options.key(),
         fast_kill=str(config.criterion) if fast_kill else "",
         reference=str(outputs_path(out_dir, original_key)) if fast_kill else "",
     )

@@ -67,6 +67,7 @@ class Runner:
         self.mod = mod if mod is not None else getattr(program, "mod", None)
         self.prepare_s = 0.0
         self._prepared = False
+        self.kernels = None  # what a later build may link against, after prepare() (builders only)
 
     # ------------------------------------------------------------ class-level hooks
     @classmethod
@@ -117,6 +118,13 @@ class Runner:
                 logits[: i + 1] = np.concatenate(outs, axis=0)
                 return RunOutput(logits, lat, images_run=i + 1)
         return RunOutput(np.concatenate(outs, axis=0), lat)
+
+    def share_kernels(self, kernels) -> None:
+        """Build against an earlier build's ``kernels`` (a runner that builds nothing ignores them)."""
+
+    def build_info(self) -> dict | None:
+        """What the last build did, for the run folder's builds table (None: nothing built)."""
+        return None
 
     # ------------------------------------------------------------ instance hooks
     def prepare_impl(self) -> None:

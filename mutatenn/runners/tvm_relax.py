@@ -33,9 +33,8 @@ class TVMRunner(Runner):
     def __init__(self, variant: Variant, program, mod=None):
         super().__init__(variant, program, mod)
         self.executable = None  # set by prepare(), or beforehand by `use_executable`
-        self.build_stats = BuildStats(variant.options.schedule if variant.options else "")
+        self.build_stats = BuildStats(variant.options.schedule)
         self.base_kernels = None  # build.Kernels to link against (`share_kernels`)
-        self.kernels = None  # this build's own Kernels, after prepare()
         self.shared = SharedBuild()
 
     @classmethod
