@@ -43,6 +43,10 @@ CPU_TARGETS = {
 }
 CPU_FEATURES = {"cpu-avx2": ("avx2", "fma"), "cpu-avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq")}
 RPC_PATTERN = re.compile(r"^rpc://(?P<host>[^:/\s]+):(?P<port>\d+)(?:/(?P<target>[\w-]+))?$")
+# Through a TVM RPC tracker: any free server registered under device key KEY runs the code.
+TRACKER_PATTERN = re.compile(
+    r"^rpc-tracker://(?P<host>[^:/\s]+):(?P<port>\d+)/(?P<key>[\w.-]+)(?:/(?P<target>[\w-]+))?$")
+TRACKER_SYNTAX = "rpc-tracker://HOST:PORT/KEY[/TARGET]"
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,16 @@ class Target:
     name: str
     spec: dict = field(hash=False)
     device: str  # cpu, cuda or rpc
-    rpc_host: str = ""
+    rpc_host: str = ""  # the RPC server's address, or the tracker's when rpc_key is set
     rpc_port: int = 0
+    rpc_key: str = ""  # the tracker's device key; "" for a direct server
+
+    @property
+    def rpc_address(self) -> str:
+        """The remote end as the user wrote it (for error lines)."""
+        if self.rpc_key:
+            return f"rpc-tracker://{self.rpc_host}:{self.rpc_port}/{self.rpc_key}"
+        return f"rpc://{self.rpc_host}:{self.rpc_port}"
 
     def tvm_target(self):
         import tvm
@@ -215,29 +227,39 @@ def host_cpu_flags() -> frozenset[str]:
 
 
 def known_target_names() -> list[str]:
-    return list(CPU_TARGETS) + ["cuda", "rpc://HOST:PORT[/TARGET]"]
+    return list(CPU_TARGETS) + ["cuda", "rpc://HOST:PORT[/TARGET]", TRACKER_SYNTAX]
 
 
 def parse_target(name: str) -> Target:
-    """A target by name: cpu, cpu-generic, cpu-avx2, cpu-avx512, cuda, rpc://HOST:PORT[/TARGET]."""
+    """A target by name: cpu, cpu-generic, cpu-avx2, cpu-avx512, cuda, rpc://HOST:PORT[/TARGET],
+    rpc-tracker://HOST:PORT/KEY[/TARGET]."""
     if name in CPU_TARGETS:
         mcpu = CPU_TARGETS[name] or host_cpu_name()
         return Target(name, {"kind": "llvm", "mcpu": mcpu}, "cpu")
     if name == "cuda":
         return Target(name, {"kind": "cuda", "arch": cuda_arch()}, "cuda")
-    match = RPC_PATTERN.match(name)
+    match = RPC_PATTERN.match(name) or TRACKER_PATTERN.match(name)
     if match:
-        port = int(match["port"])
-        if not 0 < port < 65536:
-            raise TargetError(f"RPC address {name!r}: port must be 1..65535")
-        remote = match["target"] or "cpu-generic"
-        if remote not in CPU_TARGETS or remote == "cpu":
-            raise TargetError(f"RPC address {name!r}: remote target must be one of cpu-generic, cpu-avx2, cpu-avx512")
-        inner = parse_target(remote)
-        return Target(name, inner.spec, "rpc", match["host"], port)
+        return _remote_target(name, match)
     if name.startswith("rpc:"):
         raise TargetError(f"bad RPC address {name!r}: expected rpc://HOST:PORT or rpc://HOST:PORT/TARGET")
+    if name.startswith("rpc-tracker:"):
+        raise TargetError(f"bad RPC tracker address {name!r}: expected {TRACKER_SYNTAX} "
+                          "(KEY: the device key its servers registered with)")
     raise TargetError(f"unknown target {name!r} (known: {', '.join(known_target_names())})")
+
+
+def _remote_target(name: str, match: re.Match) -> Target:
+    """An RPC target (direct or through a tracker): one of the named CPU targets' code,
+    run on the remote end; only the address and the key differ between the two forms."""
+    port = int(match["port"])
+    if not 0 < port < 65536:
+        raise TargetError(f"RPC address {name!r}: port must be 1..65535")
+    remote = match["target"] or "cpu-generic"
+    if remote not in CPU_TARGETS or remote == "cpu":
+        raise TargetError(f"RPC address {name!r}: remote target must be one of cpu-generic, cpu-avx2, cpu-avx512")
+    key = match.groupdict().get("key") or ""
+    return Target(name, parse_target(remote).spec, "rpc", match["host"], port, key)
 
 
 def cuda_arch() -> str:

@@ -17,12 +17,13 @@ from reports import schema
 from . import __version__
 from .errors import InputError
 from .execute import VariantResult, input_batch, run_variant, run_variant_job
+from .frameworks import Source
 from .images import ImageSet, load_image_set, thumbnail_uri
 from .isolation import DONE, run_isolated
-from .loading import load_program
+from .loading import load_source_isolated, program_from_source, source_family
 from .outputs import prepare_out_dir, write_csv, write_json
 from .program import Program
-from .runners import Variant, parse_variant, parse_variant_list, runner_class, runner_ref
+from .runners import Variant, parse_variant, parse_variant_list, program_for, runner_class, runner_ref
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Comparison:
     pairwise: pd.DataFrame
     errors: dict[str, str]
     user_errors: dict[str, str]
+    notes: list[str]  # label-space alignments (said on the terminal too)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,33 +66,90 @@ def compare_pair(ref: VariantResult, other: VariantResult) -> dict:
     return {k: float(v) for k, v in values.items()}
 
 
-def run_variants(program: Program, images_spec: str, images: ImageSet, variants: list[Variant],
+def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet, variants: list[Variant],
                  pretrained: str, jobs: int) -> dict[str, VariantResult]:
-    """Each variant in a worker process (a crash is that variant's error); Python-API models in-process."""
+    """Each variant in a worker process (a crash is that variant's error), TensorFlow models
+    apart from the others (`isolation.run_isolated`'s families); Python-API models in-process."""
     results: dict[str, VariantResult] = {}
-    if program.spec.startswith("module:"):
-        batch = input_batch(program, images)
-        for v in variants:
-            results[v.text] = run_variant(program, v, batch)
-        return results
-    # Each job carries its runner's class reference: runners registered here reach the workers.
-    args = [(program.spec, pretrained, program.preset, images_spec, v.text, runner_ref(v.kind)) for v in variants]
-    for outcome in run_isolated(run_variant_job, args, jobs=jobs):
-        text = variants[outcome.index].text
-        if outcome.status == DONE:
-            results[text] = outcome.value
+    by_family: dict[str, list[Variant]] = {}
+    for v in variants:
+        source = sources[v.text]
+        if source.spec.startswith("module:"):
+            program = program_for(v, program_from_source(source, relax=False))
+            results[v.text] = run_variant(program, v, input_batch(program, images))
         else:
-            results[text] = VariantResult(text, error=f"{outcome.status}: {outcome.reason}")
+            by_family.setdefault(source_family(source.spec), []).append(v)
+    for family, group in by_family.items():
+        # Each job carries its runner's class reference: runners registered here reach the workers.
+        args = [(sources[v.text].spec, pretrained, sources[v.text].preset, images_spec, v.text, runner_ref(v.kind))
+                for v in group]
+        for outcome in run_isolated(run_variant_job, args, jobs=jobs, family=family):
+            text = group[outcome.index].text
+            if outcome.status == DONE:
+                results[text] = outcome.value
+            else:
+                results[text] = VariantResult(text, error=f"{outcome.status}: {outcome.reason}")
     return results
 
 
-def _check_tuning_records(program: Program, variants) -> None:
+def variant_sources(source: Source, variants: list[Variant], pretrained: str) -> dict[str, Source]:
+    """Variant -> the model it runs: the compared one, or its own ``model=`` file (another
+    release of the same model), preprocessed as the compared one is."""
+    out, loaded = {}, {}
+    for v in variants:
+        if not v.model:
+            out[v.text] = source
+            continue
+        spec = v.model if ":" in v.model and not Path(v.model).exists() else str(Path(v.model).expanduser().resolve())
+        if spec not in loaded:
+            loaded[spec] = load_source_isolated(spec, pretrained, source.preset)
+        out[v.text] = loaded[spec]
+    return out
+
+
+def _check_tuning_records(source: Source, variants) -> None:
     """A tuned variant needs `mutatenn tune`'s records: refuse before any build starts."""
     for variant in variants:
         if variant.options is not None and variant.options.schedule == "tuned":
             from .tuning import require_database
 
-            require_database(program.spec, variant.target)
+            require_database(source.spec, variant.target)
+
+
+def variant_paths(sources: dict[str, Source], variants: list[Variant]) -> dict[str, str]:
+    """Variant -> the framework path it takes, in words (``Keras -> tflite (tflite)``,
+    ``PyTorch``, ``TFLite (m.tflite)`` for a ``model=`` file); a variant that cannot run its
+    model is refused here, before any work starts."""
+    from .frameworks import PATHS
+
+    paths = {}
+    for v in variants:
+        source = sources[v.text]
+        via = runner_class(v.kind).resolve_via(v, source.framework)
+        start = source.framework_name + (f" ({Path(source.spec).name})" if v.model else "")
+        paths[v.text] = f"{start} -> {via} ({PATHS[via].form})" if via else start
+    return paths
+
+
+def align_label_spaces(results: dict[str, VariantResult], baseline: str) -> list[str]:
+    """Outputs with one class more than the baseline's (TF-slim models count a background
+    class at index 0: 1001 against 1000) lose that column, so labels line up; each
+    alignment is said in a note. Other mismatches are left for the metrics to refuse."""
+    ref = results[baseline]
+    if ref.error:
+        return []
+    classes, notes = ref.output.logits.shape[1], []
+    for name, r in results.items():
+        if r.error or name == baseline:
+            continue
+        extra = r.output.logits.shape[1] - classes
+        if extra in (1, -1):
+            wider = r if extra == 1 else ref
+            wider.output.logits = wider.output.logits[:, 1:]
+            notes.append(f"label spaces differ: {wider.variant} gave {classes + max(extra, 0)} classes, "
+                         f"the other {classes + min(extra, 0)}; its class 0 (background) was dropped to align them")
+            classes = ref.output.logits.shape[1]
+    return notes
 
 
 def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
@@ -104,27 +163,31 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     for v in [baseline] + variants:
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
-    program = model if isinstance(model, Program) else load_program(model, pretrained, preset)
+    source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)
     ordered = [baseline] + variants
-    _check_tuning_records(program, ordered)
+    sources = variant_sources(source, ordered, pretrained)
+    paths = variant_paths(sources, ordered)
+    _check_tuning_records(source, ordered)
     out_dir = prepare_out_dir(Path(out_dir))
-    results = run_variants(program, images_spec, images, ordered, pretrained, jobs)
+    results = run_variants(sources, images_spec, images, ordered, pretrained, jobs)
     errors = {name: r.error for name, r in results.items() if r.error}
     if baseline.text in errors:
         raise InputError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
-    truth = label_indices(images, program.labels)
+    aligned = align_label_spaces(results, baseline.text)
+    truth = label_indices(images, source.labels)
     ok = [v.text for v in ordered if not results[v.text].error]
     table = _comparison_table(results, baseline.text, [v.text for v in variants], truth,
-                              latency_flags(ordered, results))
+                              latency_flags(ordered, results), paths)
     pairwise = _pairwise_table(results, ok)
-    per_image = _per_image_table(results, ok, baseline.text, images, program.labels)
+    per_image = _per_image_table(results, ok, baseline.text, images, source.labels)
     finished = dt.datetime.now(dt.timezone.utc)
     meta = {
-        "kind": "comparison", "model": program.spec, "model_name": program.name, "images": images_spec,
+        "kind": "comparison", "model": source.spec, "model_name": source.name, "images": images_spec,
         "image_count": len(images), "baseline": baseline.text, "variants": [v.text for v in variants],
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
-        "preset": program.preset, "notes": program.notes, "errors": errors,
+        "preset": source.preset, "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
+        "errors": errors,
         "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
         "metrics": operators.CATALOGUE.describe(),
     }
@@ -138,7 +201,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     if render:
         render_report(out_dir)
     user_errors = {name: r.error for name, r in results.items() if r.user_error}
-    return Comparison(out_dir, table, per_image, pairwise, errors, user_errors)
+    return Comparison(out_dir, table, per_image, pairwise, errors, user_errors, aligned)
 
 
 def image_records(images: ImageSet) -> list[dict]:
@@ -175,7 +238,7 @@ def latency_flags(variants, results) -> dict[str, str]:
         if v.options is None or r.error:
             continue
         o = v.options
-        key = (v.kind, v.target.name, o.disabled_pass, o.required_pass, o.fast_math, o.schedule)
+        key = (v.kind, v.via, v.target.name, o.disabled_pass, o.required_pass, o.fast_math, o.schedule)
         groups.setdefault(key, []).append((v.text, o.opt_level, r.output.latencies))
     flags = {}
     for entries in groups.values():
@@ -183,12 +246,13 @@ def latency_flags(variants, results) -> dict[str, str]:
     return flags
 
 
-def _comparison_table(results, baseline: str, variants: list[str], truth, flags: dict[str, str]) -> pd.DataFrame:
+def _comparison_table(results, baseline: str, variants: list[str], truth, flags: dict[str, str],
+                      paths: dict[str, str]) -> pd.DataFrame:
     ref = results[baseline]
     rows = []
     for name in [baseline] + variants:
         r = results[name]
-        row = {"variant": name, "baseline": baseline}
+        row = {"variant": name, "baseline": baseline, "path": paths.get(name, "")}
         if r.error:
             row.update({c: math.nan for c in [*operators.CATALOGUE.names(), *schema.LATENCY_COLUMNS]})
             row["error"] = r.error
@@ -229,7 +293,7 @@ def _per_image_table(results, names: list[str], baseline: str, images: ImageSet,
 
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as a person reads it in a terminal."""
-    view = table[["variant", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
+    view = table[["variant", "path", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
                   "latency_ms_median", "latency_ratio", "latency_flag", "accuracy", "error"]].copy()
     view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
                                 "latency_ms_median": "ms/img", "latency_ratio": "lat×"})

@@ -38,6 +38,7 @@ class StackSpec:
     target_name: str
     options: BuildOptions
     runner: str = "tvm"  # the runner table's name for this stack's framework path
+    via: str = ""  # the stack's import path (`mutatenn.frameworks.PATHS`); empty: [model] via or the default
 
     @property
     def target(self) -> Target:
@@ -45,14 +46,17 @@ class StackSpec:
 
     @property
     def variant_text(self) -> str:
-        """The stack as a variant (`tvm:cpu:O2`); the job carries its full build options beside it."""
-        return f"{self.runner}:{self.target_name}:O{self.options.opt_level}"
+        """The stack as a variant (`tvm:cpu:O2`, `tvm:cpu:O2(via=tflite)`); the job carries its
+        full build options beside it. ``via`` here is resolved (the engine sets it)."""
+        suffix = f"(via={self.via})" if self.via else ""
+        return f"{self.runner}:{self.target_name}:O{self.options.opt_level}{suffix}"
 
     def describe(self) -> dict:
         return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
                 "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
                 "schedule": self.options.schedule, "build": self.options.label(),
-                "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options)}
+                "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options),
+                "via": self.via}
 
 
 @dataclass
@@ -75,6 +79,11 @@ class CampaignConfig:
     fast_kill: bool = False  # stop running images on a mutant once the kill criterion is met
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
+    via: str = ""  # [model] via: the import path of stacks that name none (empty: the framework's default)
+
+    def stack_via(self, stack: "StackSpec") -> str:
+        """The import path a stack asked for (its own, else the model's; empty: default)."""
+        return stack.via or self.via
 
     def fingerprint(self) -> str:
         """What must match for a run folder to be resumed (parallelism may change)."""
@@ -119,7 +128,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    model, pretrained, preset = _model(raw, base_dir)
+    model, pretrained, preset, via = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model)
@@ -140,7 +149,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     if repeats > MAX_REPEATS:
         raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source)
+                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via)
 
 
 def _flag(table: dict, name: str, default: bool) -> bool:
@@ -182,14 +191,14 @@ def _number(table: dict, name: str, default, key: str, minimum=None, integer=Fal
 
 def _model(raw: dict, base_dir: Path):
     from .images import PRESETS
-    from .loading import PRETRAINED_CHOICES, TORCHVISION_MODELS
+    from .loading import PRETRAINED_CHOICES
 
     if "model" not in raw:
         raise ConfigError("config key 'model' is missing (e.g. [model] spec = \"digits\")")
     table = raw["model"]
     if isinstance(table, str):
         table = {"spec": table}
-    table = _table(table, "model", {"spec", "pretrained", "preset"})
+    table = _table(table, "model", {"spec", "pretrained", "preset", "via"})
     spec = _string(table, "spec", "model.spec", required=True)
     pretrained = _string(table, "pretrained", "model.pretrained", default="auto")
     if pretrained not in PRETRAINED_CHOICES:
@@ -197,23 +206,43 @@ def _model(raw: dict, base_dir: Path):
     preset = _string(table, "preset", "model.preset")
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    via = _string(table, "via", "model.via") or ""
+    _check_via(via, "model.via")
+    return _model_spec(spec, base_dir), pretrained, preset, via
+
+
+def _model_spec(spec: str, base_dir: Path) -> str:
+    """The model reference checked by the loaders' own table (`loading.SOURCES`); relative
+    paths resolved against the config's folder."""
+    from .frameworks.pytorch import TORCHVISION_MODELS
+    from .frameworks.tensorflow import KERAS_MODELS
+    from .loading import source_kind
+
+    names = {"torchvision:": TORCHVISION_MODELS, "keras:": KERAS_MODELS}
+    for prefix, known in names.items():
+        if spec.startswith(prefix):
+            if spec[len(prefix):] not in known:
+                raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
+                                  f"{', '.join(prefix + n for n in known)})")
+            return spec
     if spec in ("digits", "bundled:digits"):
-        return spec, pretrained, preset
-    if spec.startswith("torchvision:"):
-        name = spec.split(":", 1)[1]
-        if name not in TORCHVISION_MODELS:
-            raise ConfigError(f"config key 'model.spec': unknown torchvision model {name!r} "
-                            f"(known: {', '.join(TORCHVISION_MODELS)})")
-        return spec, pretrained, preset
+        return spec
     path = Path(spec).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path).resolve()
-    if path.suffix.lower() not in (".onnx", ".pt2"):
-        raise ConfigError(f"config key 'model.spec': {spec!r} is not a known model "
-                        "(give digits, torchvision:NAME, or a .onnx / .pt2 file)")
-    if not path.is_file():
+    path = path if path.is_absolute() else (base_dir / path).resolve()
+    if not path.exists():
         raise ConfigError(f"config key 'model.spec': model file {str(path)!r} does not exist")
-    return str(path), pretrained, preset
+    try:
+        source_kind(str(path))
+    except InputError as err:
+        raise ConfigError(f"config key 'model.spec': {err}") from None
+    return str(path)
+
+
+def _check_via(via: str, key: str) -> None:
+    from .frameworks import PATHS
+
+    if via and via not in PATHS:
+        raise ConfigError(f"config key {key!r}: unknown import path {via!r} (known: {', '.join(PATHS)})")
 
 
 def _images(raw: dict, base_dir: Path) -> str:
@@ -321,7 +350,7 @@ def _stacks(value, model: str) -> list[StackSpec]:
     for i, table in enumerate(value):
         key = f"stacks[{i}]"
         table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
-                                    "fast_math", "schedule", "tir_options"})
+                                    "fast_math", "schedule", "tir_options", "via"})
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
@@ -346,7 +375,9 @@ def _stacks(value, model: str) -> list[StackSpec]:
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
-        out.append(StackSpec(name, target, options))
+        via = _string(table, "via", f"{key}.via") or ""
+        _check_via(via, f"{key}.via")
+        out.append(StackSpec(name, target, options, via=via))
     return out
 
 

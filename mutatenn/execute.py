@@ -9,9 +9,9 @@ import numpy as np
 
 from .errors import InputError, first_line
 from .images import ImageSet, load_image_set, preprocess
-from .loading import load_program
+from .loading import load_source, program_from_source
 from .program import Program
-from .runners import RunOutput, Variant, make_runner, parse_variant
+from .runners import RunOutput, Variant, make_runner, parse_variant, program_for, variant_program
 
 
 @dataclass
@@ -33,19 +33,26 @@ def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_re
                 mod=None) -> VariantResult:
     """Prepare and run one variant through its runner (``mod``: a mutant instead of the
     program's own module); errors propagate."""
-    runner = make_runner(variant, program, mod=mod, ref=runner_ref)
+    runner = make_runner(variant, program_for(variant, program, runner_ref), mod=mod, ref=runner_ref)
     build_s = runner.prepare()
     return VariantResult(variant.text, runner.run(batch), build_s)
 
 
 @functools.lru_cache(maxsize=4)
-def cached_program(spec: str, pretrained: str, preset: str | None) -> Program:
-    """Worker processes load each program once and reuse it for every job."""
+def cached_source(spec: str, pretrained: str, preset: str | None):
+    """Worker processes load each model once, whatever paths its jobs take."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_program(spec, pretrained, preset)
+        return load_source(spec, pretrained, preset)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True) -> Program:
+    """Worker processes convert and import each (model, import path) once and reuse it for
+    every job; ``relax=False``: converted only (native runners)."""
+    return program_from_source(cached_source(spec, pretrained, preset), via, relax)
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,9 +64,10 @@ def run_variant_job(model: str, pretrained: str, preset: str | None, images: str
                     runner_ref: str | None = None) -> VariantResult:
     """Worker entry point: everything is rebuilt from plain strings (IRModules cannot be pickled)."""
     try:
-        program = cached_program(model, pretrained, preset)
+        variant = parse_variant(variant_text, runner_ref)
+        program = variant_program(variant, model, pretrained, preset, runner_ref)
         batch = input_batch(program, cached_images(images))
-        return run_variant(program, parse_variant(variant_text, runner_ref), batch, runner_ref)
+        return run_variant(program, variant, batch, runner_ref)
     except InputError as err:
         return VariantResult(variant_text, error=str(err), user_error=True)
     except Exception as err:  # a crash of this variant is its result, not the end of the comparison

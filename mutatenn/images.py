@@ -26,6 +26,8 @@ PRESETS = {
     "inception": "resize shorter side to 342/299 of the input, centre crop, scale to [-1, 1]",
     "caffe": "resize and centre crop as imagenet, RGB to BGR, subtract the Caffe BGR means (0..255)",
     "raw": "resize to the input size, /255",
+    "tf": "resize and centre crop as imagenet, scale to [-1, 1] (Keras MobileNet)",
+    "pixels": "resize and centre crop as imagenet, 0..255 as they are (Keras EfficientNet rescales inside)",
 }
 
 
@@ -192,8 +194,10 @@ def _normalise(arr: np.ndarray, preset: str) -> np.ndarray:
         mean = np.array([0.485, 0.456, 0.406], np.float32)[:channels]
         std = np.array([0.229, 0.224, 0.225], np.float32)[:channels]
         return (arr / 255.0 - mean) / std
-    if preset == "inception":
+    if preset in ("inception", "tf"):
         return arr / 127.5 - 1.0
+    if preset == "pixels":
+        return arr
     # caffe: BGR order, per-channel means on the 0..255 scale
     if channels == 3:
         arr = arr[:, :, ::-1]

@@ -24,10 +24,21 @@ class Outcome:
     seconds: float = 0.0
 
 
+_FAMILY: dict = {"current": None}  # the framework family the reusable workers have imported (None: no workers yet)
+
+
 def _executor(jobs: int, restart: bool = False):
     from joblib.externals.loky import get_reusable_executor
 
     return get_reusable_executor(max_workers=jobs, timeout=300, kill_workers=restart, reuse=not restart)
+
+
+def _switch_family(family: str, jobs: int) -> None:
+    """Fresh workers when jobs of another framework family come: a worker that imported
+    TensorFlow segfaults when it imports torchvision later (and the pool is reused)."""
+    if _FAMILY["current"] is not None and family != _FAMILY["current"]:
+        _executor(jobs, restart=True)
+    _FAMILY["current"] = family
 
 
 def _describe(err: BaseException) -> str:
@@ -40,13 +51,16 @@ def _describe(err: BaseException) -> str:
 
 
 def run_isolated(func: Callable, argument_lists: Iterable[tuple], jobs: int = 1,
-                 timeout: float | None = None) -> Iterator[Outcome]:
+                 timeout: float | None = None, family: str = "") -> Iterator[Outcome]:
     """Yield one Outcome per argument tuple, in completion order.
 
     Jobs run ``jobs`` at a time in loky worker processes. A job whose worker dies is run
     again alone, so the crash is pinned on the job that caused it; a job past ``timeout``
-    seconds has its workers killed and is reported ``timed_out``.
+    seconds has its workers killed and is reported ``timed_out``. ``family`` names the
+    framework family the jobs import (`mutatenn.loading.source_family`): workers are
+    replaced when it changes.
     """
+    _switch_family(family, jobs)
     pending = list(enumerate(argument_lists))
     suspects: list[tuple[int, tuple]] = []
     while pending:

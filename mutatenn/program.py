@@ -29,21 +29,28 @@ class InputSpec:
 
 @dataclass
 class Program:
-    """A model imported into TVM Relax.
+    """A model imported into TVM Relax along one import path.
 
     ``spec`` is the model reference the user gave (``digits``, ``torchvision:resnet18``,
-    a file path): worker processes rebuild the program from it, because IRModules that
-    hold constants cannot be serialised in TVM 0.27 (pickling segfaults).
-    ``framework`` names the framework the model came from (``torch``, ``onnx``, ...);
-    ``native`` holds the framework's own model object for reference runs, when loaded.
+    a file path) and ``via`` the import path (`mutatenn.frameworks.PATHS`): worker
+    processes rebuild the program from both, because IRModules that hold constants
+    cannot be serialised in TVM 0.27 (pickling segfaults).
+    ``framework`` names the framework the model came from (``torch``, ``keras``, ``onnx``,
+    ...); ``native`` holds the framework's own model object; ``source`` and ``form`` are the
+    `mutatenn.frameworks` records the program was made from (the form is what native
+    runtimes such as ONNX Runtime and the TFLite interpreter run). ``mod`` is None when the
+    program was loaded for a native runner only.
     """
 
     name: str
     spec: str
-    mod: Any  # tvm.IRModule
+    mod: Any  # tvm.IRModule, or None (not imported)
     input: InputSpec
     preset: str
     labels: list[str]
     framework: str
     native: Any = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    via: str = ""
+    source: Any = field(default=None, repr=False)  # mutatenn.frameworks.Source
+    form: Any = field(default=None, repr=False)  # mutatenn.frameworks.Form

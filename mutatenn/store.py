@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
 # Columns added after the first release: a store written before them gains them on open
 # (NULL = not measured), so an older run folder still resumes.
 ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT"), ("build_info", "TEXT"), ("images_run", "INTEGER")],
-                 "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT"), ("images_run", "INTEGER")]}
+                 "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT"), ("images_run", "INTEGER")],
+                 "mutants": [("via", "TEXT")]}
 ARTIFACT_FIELDS = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "finished",
                    "unstable_images", "build_info", "images_run")
 VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values", "flipped", "flipped_images",
@@ -100,8 +101,9 @@ class ResultStore:
     def record_mutants(self, mutants: list[dict]) -> None:
         with self._transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO mutants VALUES (:id, :ordinal, :operator, :level, :site_index, :site, "
-                ":status, :reason, :hash, :build_options, :diff)", mutants)
+                "INSERT OR REPLACE INTO mutants (id, ordinal, operator, level, site_index, site, status, reason, "
+                "hash, build_options, diff, via) VALUES (:id, :ordinal, :operator, :level, :site_index, :site, "
+                ":status, :reason, :hash, :build_options, :diff, :via)", [{"via": "", **m} for m in mutants])
 
     def record_verdicts(self, rows: list[dict]) -> None:
         with self._transaction():

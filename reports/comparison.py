@@ -43,12 +43,13 @@ def _goodness(scale: str, value: float | None) -> float | None:
 
 def _table_columns(run: RunData) -> list[tuple[str, str]]:
     """The comparison table: variant, baseline, every metric run.json lists, latency spread, accuracy."""
-    return ([("variant", "Variant"), ("baseline", "Baseline")] + [(m["name"], m["title"]) for m in run.metrics]
+    return ([("variant", "Variant"), ("path", "Framework path"), ("baseline", "Baseline")]
+            + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
                ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")])
 
 
-_TEXT_COLUMNS = {"variant", "baseline", "latency_flag"}
+_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag"}
 
 
 def _variants(run: RunData) -> list[str]:

@@ -63,7 +63,7 @@ BUILD_COLUMNS = ["artifact", "program", "stack", "status", "build_s", "run_s", "
                  "untouched", "tuned_hits", "tuned_misses", "kernels_compiled", "kernels_reused", "settles"]
 LATENCY_COLUMNS = ["latency_ms_median", "latency_ms_p10", "latency_ms_p90"]
 COMPARISON_HEAD = ["variant", "baseline"]
-COMPARISON_TAIL = ["latency_flag", "accuracy", "build_s", "error"]
+COMPARISON_TAIL = ["path", "latency_flag", "accuracy", "build_s", "error"]
 PAIRWISE_HEAD = ["variant_a", "variant_b"]
 COMPARISON_PER_IMAGE_COLUMNS = ["image", "label", "variant", "top1", "top1_score", "top5",
                                 "agrees_with_baseline", "latency_ms"]

@@ -48,7 +48,10 @@ def _crash_reason(reason: str, tail: str) -> str:
 
 def run_local(jobs: list[Job], workers: int, timeout: float, job_function=run_job) -> Iterator[JobResult]:
     """Jobs in loky worker processes on this machine, in completion order."""
-    for outcome in run_isolated(job_function, [(job,) for job in jobs], jobs=workers, timeout=timeout):
+    from ..loading import source_family
+
+    family = source_family(jobs[0].model) if jobs else ""
+    for outcome in run_isolated(job_function, [(job,) for job in jobs], jobs=workers, timeout=timeout, family=family):
         result = _settle(outcome, jobs[outcome.index].log_path)
         result.index = outcome.index
         yield result

@@ -35,7 +35,7 @@ class CampaignResult:
 def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None, scheduler: str | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
     """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
-    from ..execute import cached_images, cached_program
+    from ..execute import cached_images
 
     clock = time.perf_counter()
     workers = jobs or config.jobs
@@ -51,22 +51,31 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = cached_program(config.model, config.pretrained, config.preset)
+            config, paths = load_paths(config)
             images = cached_images(config.images)
-        say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks")
-        mutants = enumerate_selected(program, config)
-        plan = make_plan(program, config, mutants)
-        store.record_mutants([rundir.mutant_record(i, m) for i, m in enumerate(mutants)])
+        program = next(iter(paths.programs.values()), None)
+        if program is None:
+            raise CampaignError("no stack's import path could be loaded: "
+                                + "; ".join(f"{via}: {reason}" for via, reason in paths.failed.items()))
+        for stack, reason in paths.failed_stacks(config).items():
+            print(f"warning: stack {stack!r} left out: {reason}", file=sys.stderr)
+        say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks"
+                   + (f", import paths {', '.join(paths.programs)}" if len(paths.programs) > 1 else ""))
+        mutants, plan = plan_paths(config, paths)
+        store.record_mutants([rundir.mutant_record(i, m, via) for i, (m, via) in enumerate(mutants)])
+        mutants = [m for m, _ in mutants]
         store.record_verdicts([row.to_store() for row in plan.fixed])
         pending = sum(m.status.value == "pending" for m in mutants)
         say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
                    f"{len(plan.artifacts)} distinct builds (originals included)")
-        Orchestrator(config, plan, store, out_dir, workers, client, quiet).run()
+        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet)
+        orchestrator.run()
         store.set_meta("finished", rundir.now())
         # A resumed run adds its time to what the interrupted runs spent.
         elapsed = (store.get_meta("duration_s") or 0) + (time.perf_counter() - clock)
         store.set_meta("duration_s", round(elapsed, 3))
-        verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store)
+        failed = {**paths.failed_stacks(config), **orchestrator.failed}
+        verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store, failed)
         moving = rundir.unstable_originals(plan.originals, store.finished_artifacts())
         if moving:
             print(f"warning: the original program's outputs changed between repeated runs on "
@@ -79,6 +88,61 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
     return CampaignResult(out_dir, scores, verdicts, report, report_error)
 
 
+@dataclass
+class Paths:
+    """The campaign's import paths: a program per path, and paths that failed to load."""
+
+    programs: dict  # via -> Program
+    failed: dict[str, str]  # via -> the one-line reason (stage and framework named)
+
+    def failed_stacks(self, config: CampaignConfig) -> dict[str, str]:
+        return {s.name: self.failed[s.via] for s in config.stacks if s.via in self.failed}
+
+
+def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
+    """Each stack's import path resolved against the model's framework (a path that cannot
+    take this model is the user's error: exit 2) and one program per path. A path that
+    fails to convert or import leaves its stacks out, not the campaign."""
+    import dataclasses
+
+    from ..errors import ModelError
+    from ..execute import cached_program, cached_source
+    from ..frameworks import resolve_via
+
+    source = cached_source(config.model, config.pretrained, config.preset)
+    stacks, programs, failed = [], {}, {}
+    for stack in config.stacks:
+        via = resolve_via(source.framework, config.stack_via(stack), who=f"stack {stack.name!r}")
+        stacks.append(dataclasses.replace(stack, via=via))
+        if via in programs or via in failed:
+            continue
+        try:
+            programs[via] = cached_program(config.model, config.pretrained, config.preset, via)
+        except ModelError as err:
+            failed[via] = str(err)
+    return dataclasses.replace(config, stacks=stacks), Paths(programs, failed)
+
+
+def plan_paths(config: CampaignConfig, paths: Paths):
+    """Mutants enumerated on each path's own program, and one plan over all stacks. With
+    several paths, mutant ids carry the path (``tflite/OPERATOR#SITE``): the same operator
+    and site mean different code on different programs."""
+    import dataclasses
+
+    several = len(paths.programs) > 1
+    found, parts = [], []
+    for via, program in paths.programs.items():
+        mutants = enumerate_selected(program, config)
+        if several:
+            mutants = [dataclasses.replace(m, id=f"{via}/{m.id}") for m in mutants]
+        found += [(m, via) for m in mutants]
+        parts.append(make_plan(program, config, mutants, [s for s in config.stacks if s.via == via]))
+    return found, Plan.merge(parts)
+
+
+ORIGINAL_FAILED = "original program "  # how a pair crashed by its stack's original begins
+
+
 class Orchestrator:
     """Runs the pending artifacts (originals first) and records each one as it finishes."""
 
@@ -89,6 +153,7 @@ class Orchestrator:
         self.finished = store.finished_artifacts()
         self.counts = {v: 0 for v in Verdict}
         self.outputs_cache: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}  # stack -> why its original failed: its pairs are crashed, not built
 
     def run(self) -> None:
         original_keys = self.plan.original_keys
@@ -107,18 +172,38 @@ class Orchestrator:
             self._check_originals()
             # Verdicts whose artifact finished earlier (a resumed run, or another stack's original).
             self._judge_pending_pairs()
-            self._run_keys(pending_mutants, bar, originals=False)
+            useful = [k for k in pending_mutants if any(s not in self.failed for _, s in self.plan.artifacts[k].pairs)]
+            bar.total -= len(pending_mutants) - len(useful)
+            self._run_keys(useful, bar, originals=False)
         finally:
             bar.close()
 
     def _check_originals(self) -> None:
-        """Stop when an original failed: its mutants cannot be judged on that stack."""
+        """A stack whose original failed (build or run) cannot judge its mutants: each of its
+        pairs is `crashed` with the original's line, and the campaign goes on with the other
+        stacks; it stops only when every stack's original failed."""
+        failed = self.failed_originals()
+        self.failed = failed
+        if failed and len(failed) == len(self.plan.originals):
+            raise CampaignError("the original program failed on every stack: "
+                                + "; ".join(f"{s}: {r}" for s, r in failed.items()))
+        rows = []
+        for stack, reason in failed.items():
+            print(f"warning: stack {stack!r}: {reason}; its mutants are recorded as crashed", file=sys.stderr)
+            rows += [VerdictRow(m, s, Verdict.CRASHED, reason, key) for (m, s), key in self.plan.pairs.items()
+                     if s == stack]
+        if rows:
+            self.store.record_verdicts([r.to_store() for r in rows])
+            self._count(rows)
+
+    def failed_originals(self) -> dict[str, str]:
+        """Stack -> why its original failed (nothing for stacks whose original ran)."""
+        out = {}
         for stack, key in self.plan.originals.items():
             info = self.finished.get(key, {})
             if info.get("status") != "done":
-                raise CampaignError(f"the original program failed on stack {stack!r} "
-                                    f"({info.get('status', 'not run')}: {info.get('reason', '')}); "
-                                    "its mutants cannot be judged")
+                out[stack] = f"{ORIGINAL_FAILED}{info.get('status', 'not run')}: {info.get('reason', '')}"
+        return out
 
     def _run_keys(self, keys: list[str], bar, originals: bool) -> None:
         if not keys:
@@ -152,15 +237,17 @@ class Orchestrator:
             # Not stored: the campaign stops, and a rerun tries the original again.
             self.finished[key] = info
             return
-        rows = [] if original else [self._judge(pair, info) for pair in artifact.pairs]
+        rows = [] if original else [self._judge(pair, info) for pair in artifact.pairs if pair[1] not in self.failed]
         self.store.record_artifact(info, [r.to_store() for r in rows], rundir.now())
         self.finished[key] = info
         self._count(rows)
 
     def _judge_pending_pairs(self) -> None:
-        judged = {(r["mutant_id"], r["stack"]) for r in self.store.verdicts()}
+        # A pair crashed because its original failed in an earlier run is judged again once it ran.
+        judged = {(r["mutant_id"], r["stack"]) for r in self.store.verdicts()
+                  if r["stack"] in self.failed or not (r["reason"] or "").startswith(ORIGINAL_FAILED)}
         rows = [self._judge(pair, self.finished[key]) for pair, key in self.plan.pairs.items()
-                if pair not in judged and key in self.finished]
+                if pair not in judged and key in self.finished and pair[1] not in self.failed]
         if rows:
             self.store.record_verdicts([r.to_store() for r in rows])
             self._count(rows)

@@ -3,7 +3,8 @@ build cache) through the stack's runner and run it over the image set.
 
 A `Job` holds plain strings and numbers (IRModules cannot be serialised in TVM 0.27):
 the worker rebuilds the program from the model spec and the mutant from (operator,
-site index), both cached per worker process by `execute.cached_program`.
+site index) on the program of the stack's import path (the variant's ``via``), both
+cached per worker process by `execute.cached_program`.
 """
 from __future__ import annotations
 
@@ -39,15 +40,15 @@ def run_job(job: Job) -> JobResult:
 
 
 def _run(job: Job) -> JobResult:
-    from ..execute import cached_images, cached_program, input_batch
-    from ..runners import make_runner, parse_variant
+    from ..execute import cached_images, input_batch
+    from ..runners import make_runner, parse_variant, variant_program
 
     fault = faults.fault_for(job)
     faults.inject_before_build(fault, job.key)
     variant = parse_variant(job.variant, job.runner)
     if job.options is not None:
         variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
-    program = cached_program(job.model, job.pretrained, job.preset)
+    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner)
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
 

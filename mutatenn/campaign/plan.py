@@ -46,6 +46,23 @@ class Plan:
     def original_keys(self) -> list[str]:
         return list(dict.fromkeys(self.originals.values()))
 
+    @classmethod
+    def merge(cls, parts: list["Plan"]) -> "Plan":
+        """One plan from the plans of several import paths (disjoint stacks and mutant ids;
+        an artifact two paths share is one build settling both paths' pairs)."""
+        merged = cls([], {}, {}, {}, [])
+        for part in parts:
+            merged.mutants += part.mutants
+            merged.originals.update(part.originals)
+            merged.pairs.update(part.pairs)
+            merged.fixed += part.fixed
+            for key, artifact in part.artifacts.items():
+                if key in merged.artifacts:
+                    merged.artifacts[key].pairs.extend(artifact.pairs)
+                else:
+                    merged.artifacts[key] = artifact
+        return merged
+
 
 def artifact_key(program_hash: str, stack: StackSpec, options: BuildOptions) -> str:
     target = stack.target
@@ -68,8 +85,9 @@ def enumerate_selected(program, config: CampaignConfig) -> list:
     return sorted(found.values(), key=lambda m: (order[m.operator], m.site_index))
 
 
-def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
-    """Every (mutant, stack) pair mapped to the artifact that settles it, or to a fixed verdict."""
+def make_plan(program, config: CampaignConfig, mutants: list, stacks: list[StackSpec] | None = None) -> Plan:
+    """Every (mutant, stack) pair mapped to the artifact that settles it, or to a fixed
+    verdict; ``stacks``: the stacks that take ``program``'s import path (default: all)."""
     from mutators.base import lower, structural_hash_hex
 
     original_hash = structural_hash_hex(lower(program.mod))
@@ -82,10 +100,11 @@ def make_plan(program, config: CampaignConfig, mutants: list) -> Plan:
             artifacts[key] = Artifact(key, stack, options, program_hash, operator, site)
         return key
 
-    for stack in config.stacks:
+    stacks = config.stacks if stacks is None else stacks
+    for stack in stacks:
         originals[stack.name] = need(original_hash, stack, stack.options)
     for m in mutants:
-        for stack in config.stacks:
+        for stack in stacks:
             if m.status is not MutantStatus.PENDING:
                 fixed.append(VerdictRow(m.id, stack.name, Verdict(m.status.value), m.reason))
                 continue

@@ -66,14 +66,14 @@ def load_outputs(out_dir: Path, key: str) -> dict:
         return {"logits": data["logits"], "latencies": data["latencies"]}
 
 
-def mutant_record(ordinal: int, m) -> dict:
-    """A mutant as the store keeps it (diff capped)."""
+def mutant_record(ordinal: int, m, via: str = "") -> dict:
+    """A mutant as the store keeps it (diff capped); ``via``: the import path of its program."""
     diff = m.diff_text or ""
     if len(diff) > DIFF_CHARS:
         diff = diff[:DIFF_CHARS] + f"\n… ({len(m.diff_text) - DIFF_CHARS} more characters)"
     return {"id": m.id, "ordinal": ordinal, "operator": m.operator, "level": m.level, "site_index": m.site_index,
             "site": m.site, "status": m.status.value, "reason": m.reason, "hash": m.hash,
-            "build_options": json.dumps(m.build_options, sort_keys=True), "diff": diff}
+            "build_options": json.dumps(m.build_options, sort_keys=True), "diff": diff, "via": via}
 
 
 def unstable_originals(originals: dict[str, str], built: dict) -> list[str]:
@@ -81,8 +81,10 @@ def unstable_originals(originals: dict[str, str], built: dict) -> list[str]:
     return [stack for stack, key in originals.items() if built.get(key, {}).get("unstable_images")]
 
 
-def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, store: ResultStore):
-    """Every table and JSON file of the run folder, from the store; (verdicts, scores) frames."""
+def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, store: ResultStore,
+                  failed_stacks: dict[str, str] | None = None):
+    """Every table and JSON file of the run folder, from the store; (verdicts, scores) frames.
+    ``failed_stacks``: stack -> why it judged nothing (its path or its original failed)."""
     stack_order = [s.name for s in config.stacks]
     originals = plan.originals
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
@@ -94,7 +96,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
                                        images, program.labels, config.per_image_cap)
     mutants = [{"id": m["id"], "operator": m["operator"], "level": m["level"], "site": m["site"],
                 "site_index": m["site_index"], "status": m["status"], "reason": m["reason"], "hash": m["hash"],
-                "build_options": json.loads(m["build_options"]), "diff": m["diff"]} for m in stored_mutants]
+                "build_options": json.loads(m["build_options"]), "diff": m["diff"], "via": m.get("via") or ""}
+               for m in stored_mutants]
     write_json(out_dir / schema.MUTANTS_JSON, mutants)
     write_csv(out_dir / schema.VERDICTS_CSV, verdicts)
     write_csv(out_dir / f"{schema.PER_IMAGE}.csv", per_image)
@@ -115,6 +118,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
         "build_summary": _build_summary(builds), "fast_kill": config.fast_kill,
         "originals": dict(originals), "preset": program.preset, "notes": program.notes,
+        "framework": program.source.framework_name if program.source is not None else program.framework,
+        "failed_stacks": dict(failed_stacks or {}),
         "metrics": operators.CATALOGUE.describe(),
     })
     return verdicts, scores

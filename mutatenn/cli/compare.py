@@ -17,8 +17,10 @@ def cmd_compare(args) -> int:
         result = compare(args.model, args.images, args.variants, args.baseline, args.out,
                          pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report)
     for w in caught:
-        if issubclass(w.category, UserWarning):
+        if issubclass(w.category, UserWarning) and "loky" not in w.filename:  # worker-pool chatter is not the user's
             print(f"warning: {w.message}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(format_table(result.table))
     print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv" + ("" if args.no_report else ", report.html"))
     for name, err in result.errors.items():

@@ -8,19 +8,25 @@ found by worker processes too. Adding a runner = one file + one line in `RUNNERS
 """
 from __future__ import annotations
 
+import re
 from importlib import import_module
 
 from ..errors import InputError, TargetError
 from .base import Runner, RunOutput, Variant
 
 __all__ = ["RUNNERS", "RunOutput", "Runner", "Variant", "register_runner", "runner_class", "runner_ref",
-           "make_runner", "parse_variant", "parse_variant_list", "export_torch_to_onnx"]
+           "make_runner", "variant_program", "program_for", "parse_variant", "parse_variant_list", "export_torch_to_onnx"]
 
 RUNNERS: dict[str, str] = {
     "tvm": "mutatenn.runners.tvm_relax:TVMRunner",
     "torch": "mutatenn.runners.pytorch_eager:TorchRunner",
     "onnxruntime": "mutatenn.runners.onnx_runtime:OnnxRuntimeRunner",
+    "keras": "mutatenn.runners.keras_eager:KerasRunner",
+    "tflite": "mutatenn.runners.tflite_interpreter:TFLiteRunner",
 }
+
+
+_NAME = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?P<rest>[:(].*)?$")
 
 
 def register_runner(name: str, ref: str) -> None:
@@ -47,10 +53,13 @@ def runner_class(ref: str) -> type[Runner]:
 
 
 def parse_variant(text: str, ref: str | None = None) -> Variant:
-    """``NAME[:OPTIONS]`` -> the Variant its runner parses (``tvm:cpu:O3``, ``torch``).
-    ``ref`` names the runner class directly (a worker process parsing a job's variant)."""
+    """``NAME[:OPTIONS][(key=value,...)]`` -> the Variant its runner parses (``tvm:cpu:O3``,
+    ``torch``, ``onnxruntime(via=tf2onnx)``). ``ref`` names the runner class directly (a
+    worker process parsing a job's variant)."""
     text = text.strip()
-    name, _, rest = text.partition(":")
+    match = _NAME.match(text)
+    name, rest = (match["name"], match["rest"] or "") if match else (text, "")
+    rest = rest[1:] if rest.startswith(":") else rest
     if ref is None and name not in RUNNERS:
         raise TargetError(f"unknown variant {text!r}: expected {', '.join(_forms())}")
     return runner_class(ref or name).parse(text, rest)
@@ -84,6 +93,30 @@ def parse_variant_list(text: str) -> list[Variant]:
         seen.add(item)
         out.append(parse_variant(item))
     return out
+
+
+def variant_program(variant: Variant, spec: str, pretrained: str, preset: str | None, ref: str | None = None):
+    """The program a variant's runner needs: the source converted along its import path, and
+    imported into Relax only for runners that build (cached per worker process)."""
+    from ..execute import cached_program, cached_source
+
+    cls = runner_class(ref or runner_ref(variant.kind))
+    via = cls.resolve_via(variant, cached_source(spec, pretrained, preset).framework)
+    return cached_program(spec, pretrained, preset, via, cls.builds)
+
+
+def program_for(variant: Variant, program, ref: str | None = None):
+    """``program`` itself when the variant's runner takes its import path, else the same
+    source along the path the runner needs (in-process runs of a loaded program)."""
+    from ..loading import program_from_source
+
+    cls = runner_class(ref or runner_ref(variant.kind))
+    if program.source is None:
+        return program
+    via = cls.resolve_via(variant, program.framework)
+    if via == program.via and (program.mod is not None or not cls.builds):
+        return program
+    return program_from_source(program.source, via, cls.builds)
 
 
 def make_runner(variant: Variant, program, mod=None, ref: str | None = None) -> Runner:

@@ -51,6 +51,36 @@ class Variant:
     kind: str
     target: Any = None  # mutatenn.build.Target
     options: Any = None  # mutatenn.build.BuildOptions
+    via: str = ""  # the import path (`mutatenn.frameworks.PATHS`); empty: the framework's default
+    model: str = ""  # another file of the same model (another framework's release); empty: the compared model
+
+
+ANY_VALUE = "*"  # an option that takes any non-empty value (a model path)
+COMMON_OPTIONS = {"model": ANY_VALUE}  # options every runner takes
+
+
+def parse_options(text: str, rest: str, allowed: dict) -> dict:
+    """``(key=value, ...)`` options of a variant, each key in ``allowed`` (key -> the values
+    it takes, None: any import path name, `ANY_VALUE`: anything); one TargetError line for
+    anything else."""
+    from ..frameworks import PATHS
+
+    if not (rest.startswith("(") and rest.endswith(")")):
+        raise TargetError(f"variant {text!r}: expected NAME or NAME(key=value, ...)")
+    options = {}
+    for item in filter(None, (part.strip() for part in rest[1:-1].split(","))):
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or key not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise TargetError(f"variant {text!r}: unknown option {item!r} (known: {known})")
+        values = allowed[key] if allowed[key] is not None else tuple(PATHS)
+        if values == ANY_VALUE:
+            if not value:
+                raise TargetError(f"variant {text!r}: {key}= needs a value")
+        elif value not in values:
+            raise TargetError(f"variant {text!r}: {key} must be one of {', '.join(values)}, not {value!r}")
+        options[key] = value
+    return options
 
 
 class Runner:
@@ -58,7 +88,11 @@ class Runner:
 
     name = ""  # the variant prefix this runner answers to (its table key)
     syntax = ""  # the variant's form for help and errors, when it takes options
-    builds = False  # True: prepare() compiles the program (its time is the build time)
+    builds = False  # True: prepare() compiles the program's Relax module (its time is the build time)
+    # What the runner runs: the forms of `mutatenn.frameworks.FORMS` (a converted model,
+    # chosen by the variant's via), or () for the source model itself, from `frameworks`.
+    forms: tuple[str, ...] = ()
+    frameworks: tuple[str, ...] = ()
 
     def __init__(self, variant: Variant, program, mod=None):
         """``mod`` replaces the program's IRModule (a mutant) for runners that build one."""
@@ -72,10 +106,26 @@ class Runner:
     # ------------------------------------------------------------ class-level hooks
     @classmethod
     def parse(cls, text: str, rest: str) -> Variant:
-        """The variant for ``text`` (``rest`` is what follows ``NAME:``); default: no options."""
-        if rest:
-            raise TargetError(f"variant {text!r}: {cls.name} takes no options")
-        return Variant(text, cls.name)
+        """The variant for ``text`` (``rest`` is what follows ``NAME:``, or its ``(...)``);
+        default: ``NAME``, ``NAME(model=FILE)`` or, for runners of converted forms, ``NAME(via=PATH)``."""
+        if not rest:
+            return Variant(text, cls.name)
+        options = parse_options(text, rest, {**COMMON_OPTIONS, **({"via": None} if cls.forms else {})})
+        return Variant(text, cls.name, via=options.get("via", ""), model=options.get("model", ""))
+
+    @classmethod
+    def resolve_via(cls, variant: Variant, framework: str) -> str:
+        """The import path this runner takes for a model of ``framework`` ("" when it runs
+        the source model itself); one clear InputError when it cannot run that model."""
+        from ..frameworks import FRAMEWORK_NAMES, resolve_via
+
+        if cls.forms:
+            return resolve_via(framework, variant.via, cls.forms, variant.text)
+        if cls.frameworks and framework not in cls.frameworks:
+            wanted = " or ".join(FRAMEWORK_NAMES[f] for f in cls.frameworks)
+            raise InputError(f"variant {variant.text!r} needs a {wanted} model; this is a "
+                             f"{FRAMEWORK_NAMES.get(framework, framework)} model")
+        return ""
 
     @classmethod
     def check_program(cls, program) -> None:

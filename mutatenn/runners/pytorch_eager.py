@@ -7,6 +7,7 @@ from .base import Runner
 
 class TorchRunner(Runner):
     name = "torch"
+    frameworks = ("torch",)
 
     @classmethod
     def check_program(cls, program) -> None:

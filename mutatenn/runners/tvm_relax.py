@@ -19,16 +19,17 @@ from ..build import (
     parse_target,
 )
 from ..errors import InputError, TargetError, first_line
-from .base import Runner, Variant
+from .base import COMMON_OPTIONS, Runner, Variant, parse_options
 
 _OPT_SUFFIX = re.compile(r"^(?P<target>[^()]+?)(?::O(?P<level>\d))?(?:\((?P<options>[^()]*)\))?$")
-OPTION_KEYS = {"schedule": SCHEDULES}
+OPTION_KEYS = {"schedule": SCHEDULES, "via": None, **COMMON_OPTIONS}  # None: any import path name
 
 
 class TVMRunner(Runner):
     name = "tvm"
-    syntax = "tvm:TARGET[:O<level>][(schedule=none|default|tuned)]"
+    syntax = "tvm:TARGET[:O<level>][(schedule=none|default|tuned, via=PATH)]"
     builds = True
+    forms = ("exported", "onnx", "tflite")
 
     def __init__(self, variant: Variant, program, mod=None):
         super().__init__(variant, program, mod)
@@ -46,15 +47,20 @@ class TVMRunner(Runner):
         if level > 3:
             raise TargetError(f"variant {text!r}: opt level must be O0..O3")
         target = parse_target(match["target"])
-        options = _variant_options(text, match["options"])
+        options = parse_options(text, f"({match['options'] or ''})", OPTION_KEYS)
+        via, model = options.pop("via", ""), options.pop("model", "")
         if options.get("schedule") == "tuned" and target.spec["kind"] != "llvm":
             raise TargetError(f"variant {text!r}: tuned schedules are for CPU (LLVM) targets only")
-        return Variant(text, cls.name, target, BuildOptions(opt_level=level, **options))
+        return Variant(text, cls.name, target, BuildOptions(opt_level=level, **options), via=via,
+                       model=model)
 
     @classmethod
     def preflight(cls, variant: Variant) -> None:
-        if variant.target.device == "rpc":
-            check_rpc_reachable(variant.target.rpc_host, variant.target.rpc_port)
+        target = variant.target
+        if target.device == "rpc" and target.rpc_key:
+            check_tracker_key(target.rpc_host, target.rpc_port, target.rpc_key)
+        elif target.device == "rpc":
+            check_rpc_reachable(target.rpc_host, target.rpc_port)
 
     def use_executable(self, executable) -> None:
         """Run an executable built earlier (the build cache) instead of building."""
@@ -97,38 +103,74 @@ class TVMRunner(Runner):
         return lambda x: main(tvm.runtime.tensor(x, device=dev)).numpy()
 
 
-def _variant_options(text: str, body: str | None) -> dict:
-    """``(key=value, ...)`` after the target: checked against `OPTION_KEYS`."""
-    options = {}
-    for item in filter(None, (part.strip() for part in (body or "").split(","))):
-        key, eq, value = (x.strip() for x in item.partition("="))
-        if not eq or key not in OPTION_KEYS:
-            raise TargetError(f"variant {text!r}: unknown option {item!r} (known: "
-                              f"{', '.join(f'{k}={chr(124).join(v)}' for k, v in OPTION_KEYS.items())})")
-        if value not in OPTION_KEYS[key]:
-            raise TargetError(f"variant {text!r}: {key} must be one of {', '.join(OPTION_KEYS[key])}, not {value!r}")
-        options[key] = value
-    return options
-
-
-def check_rpc_reachable(host: str, port: int, timeout: float = 3.0) -> None:
+def check_rpc_reachable(host: str, port: int, timeout: float = 3.0, what: str = "") -> None:
+    """Something listens at ``host:port`` (``what`` names it in the error line)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as err:
-        raise TargetError(f"RPC server rpc://{host}:{port} is not reachable: {err.strerror or err}") from None
+        what = what or f"RPC server rpc://{host}:{port}"
+        raise TargetError(f"{what} is not reachable: {err.strerror or err}") from None
+
+
+def tracker_server_keys(host: str, port: int, timeout: float = 10.0) -> set[str]:
+    """The device keys of the servers registered with the tracker (busy or free).
+
+    The port is probed first: `rpc.connect_tracker` retries a refused connection for
+    60 s. Its socket has no timeout of its own, so one is set: a port held by something
+    other than a tracker must fail, not hang. Keys come from ``server_info``
+    (``"server:KEY"``), not ``queue_info``: a request for an unknown key adds that key to
+    ``queue_info`` (free 0, pending 1) too."""
+    from tvm import rpc
+
+    where = f"RPC tracker rpc-tracker://{host}:{port}"
+    check_rpc_reachable(host, port, what=where)
+    tracker = None
+    try:
+        tracker = rpc.connect_tracker(host, port)
+        if getattr(tracker, "_sock", None) is not None:  # private in 0.27; skip if it goes
+            tracker._sock.settimeout(timeout)
+        servers = tracker.summary().get("server_info", [])
+    except Exception as err:  # refused handshake, reset, timeout, bad reply: not a tracker
+        raise TargetError(f"{where} does not answer as a TVM RPC tracker: {first_line(err)}") from None
+    finally:
+        if tracker is not None:
+            tracker.close()
+    return {s["key"].split(":", 1)[1] for s in servers if str(s.get("key", "")).startswith("server:")}
+
+
+def check_tracker_key(host: str, port: int, key: str) -> None:
+    """Refuse a key no server registered: the tracker would queue the request forever.
+    A key whose servers are all busy is fine (the request waits its turn; a server that
+    just ended a session also shows free 0 for about a second)."""
+    keys = tracker_server_keys(host, port)
+    if key not in keys:
+        known = ", ".join(sorted(keys)) or "none"
+        raise TargetError(f"RPC tracker rpc-tracker://{host}:{port} has no server with key {key!r} "
+                          f"(keys it has: {known})")
+
+
+def _session(target):
+    """An RPC session with the target's remote end: the server itself, or a server of the
+    key that the tracker hands out (checked again here: a worker may open it much later)."""
+    from tvm import rpc
+
+    host, port = target.rpc_host, target.rpc_port
+    if target.rpc_key:
+        check_tracker_key(host, port, target.rpc_key)
+    else:
+        check_rpc_reachable(host, port)
+    try:
+        if target.rpc_key:
+            return rpc.connect_tracker(host, port).request(target.rpc_key, session_timeout=600)
+        return rpc.connect(host, port, session_timeout=600)
+    except Exception as err:  # any failure to open the session is the address's problem
+        raise InputError(f"cannot open an RPC session with {target.rpc_address}: {first_line(err)}") from None
 
 
 def _upload(executable, target):
     """Export the executable, upload it to the RPC server, load it there; (module, device)."""
-    from tvm import rpc
-
-    check_rpc_reachable(target.rpc_host, target.rpc_port)
-    try:
-        remote = rpc.connect(target.rpc_host, target.rpc_port, session_timeout=600)
-    except Exception as err:  # any failure to open the session is the address's problem
-        raise InputError(f"cannot open an RPC session with rpc://{target.rpc_host}:{target.rpc_port}: "
-                         f"{first_line(err)}") from None
+    remote = _session(target)
     with tempfile.TemporaryDirectory(prefix="mutatenn-rpc-") as tmp:
         lib_path = Path(tmp) / "program.so"
         executable.export_library(str(lib_path))

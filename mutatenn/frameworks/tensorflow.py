@@ -1,0 +1,279 @@
+"""TensorFlow sources (``keras:NAME`` from keras.applications, ``.keras``/``.h5`` files,
+SavedModel folders, ``.tflite`` files) and their paths: the TFLite converter and tf2onnx.
+
+TensorFlow models take NHWC input; that layout is kept on every path (TVM's TFLite import
+stays NHWC, tf2onnx's graph takes NHWC then transposes), so each form states it and the
+image batch is laid out to match. keras.applications models are built with
+``classifier_activation=None``: every framework path then gives logits, as torchvision does.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+
+from ..errors import ModelError
+from ..program import InputSpec
+from . import Form, Source, stage_message
+
+SEED = 0
+# name -> (weights file in Keras' cache, input size, preprocessing preset): weights are
+# looked for in $KERAS_HOME/models (~/.keras/models), never downloaded.
+KERAS_MODELS = {
+    "MobileNetV2": ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", 224, "tf"),
+    "ResNet50": ("resnet50_weights_tf_dim_ordering_tf_kernels.h5", 224, "caffe"),
+    "InceptionV3": ("inception_v3_weights_tf_dim_ordering_tf_kernels.h5", 299, "inception"),
+    "DenseNet121": ("densenet121_weights_tf_dim_ordering_tf_kernels.h5", 224, "imagenet"),
+    "EfficientNetB0": ("efficientnetb0.h5", 224, "pixels"),
+}
+
+
+def quiet_tensorflow():
+    """TensorFlow's C++ logging off unless the user asked for it (must precede its import)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _silenced():
+    """Converters print progress to stdout ("Saved artifact at ..."); keep the CLI's output clean."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def keras_weights_file(name: str) -> Path:
+    """Where Keras keeps pretrained weights for a keras.applications model."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return home / "models" / KERAS_MODELS[name][0]
+
+
+def imagenet_labels() -> list[str]:
+    return (Path(__file__).parent.parent / "data" / "imagenet_classes.txt").read_text().splitlines()
+
+
+def load_keras_application(spec: str, pretrained: str) -> Source:
+    """``keras:NAME``: built with seeded weights, then the cached pretrained ones when present."""
+    from ..loading import untrained
+
+    name = spec.split(":", 1)[1]
+    if name not in KERAS_MODELS:
+        raise ModelError(f"unknown Keras application {name!r} (known: {', '.join(KERAS_MODELS)})")
+    quiet_tensorflow()
+    import keras
+
+    file, size, preset = keras_weights_file(name), KERAS_MODELS[name][1], KERAS_MODELS[name][2]
+    keras.utils.set_random_seed(SEED)
+    model = getattr(keras.applications, name)(weights=None, classifier_activation=None)
+    if pretrained != "never" and file.is_file():
+        model.load_weights(str(file))
+        notes = [f"pretrained weights from {file}"]
+    else:
+        notes = [untrained(name, file, pretrained, SEED)]
+    return Source(spec, name, "keras", model, InputSpec("input", (1, size, size, 3), "float32", "NHWC"),
+                  preset, imagenet_labels(), notes)
+
+
+def load_keras_file(spec: str, pretrained: str) -> Source:
+    """A Keras 3 model saved as ``.keras`` or ``.h5``."""
+    quiet_tensorflow()
+    import keras
+
+    try:
+        with _silenced():
+            model = keras.models.load_model(spec, compile=False)
+    except Exception as err:
+        raise ModelError(stage_message("load", "Keras", spec, err)) from None
+    return _keras_source(spec, model, "keras")
+
+
+def load_saved_model(spec: str, pretrained: str) -> Source:
+    """A SavedModel folder: its serving signature (``serving_default`` or ``serve``)."""
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    try:
+        with _silenced():
+            loaded = tf.saved_model.load(spec)
+    except Exception as err:
+        raise ModelError(stage_message("load", "TensorFlow SavedModel", spec, err)) from None
+    signature = next((loaded.signatures[k] for k in ("serving_default", "serve") if k in loaded.signatures), None)
+    if signature is None:
+        raise ModelError(stage_message("load", "TensorFlow SavedModel", spec,
+                                       f"no serving signature (found: {', '.join(loaded.signatures) or 'none'})"))
+    specs = list(signature.structured_input_signature[1].values())
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        raise ModelError(f"SavedModel {spec!r}: MutateNN needs one 4-d image input, the signature takes "
+                         f"{[tuple(s.shape) for s in specs]}")
+    shape = _fixed_shape(specs[0].shape)
+    out = next(iter(signature.structured_outputs.values()))
+    source = Source(spec, Path(spec).name, "savedmodel", _SavedModelCall(loaded, signature),
+                    InputSpec(specs[0].name or "input", shape, "float32", "NHWC"), "imagenet",
+                    [str(i) for i in range(int(out.shape[-1]))], path=spec)
+    return source
+
+
+class _SavedModelCall:
+    """A SavedModel's serving function as a callable on one NHWC batch (keeps the object alive)."""
+
+    def __init__(self, loaded, signature):
+        self.loaded, self.signature = loaded, signature
+        self.arg = next(iter(signature.structured_input_signature[1]))
+
+    def __call__(self, x):
+        import tensorflow as tf
+
+        out = self.signature(**{self.arg: tf.constant(x)})
+        return next(iter(out.values())).numpy()
+
+
+def load_tflite(spec: str, pretrained: str) -> Source:
+    """A ``.tflite`` file: its one input and output read from the interpreter."""
+    data = Path(spec).read_bytes()
+    try:
+        interpreter = make_interpreter(data)
+    except Exception as err:
+        raise ModelError(stage_message("load", "TFLite", spec, err)) from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(inputs[0]["shape"]) != 4:
+        raise ModelError(f"TFLite model {spec!r}: MutateNN needs one 4-d image input, it takes "
+                         f"{[tuple(i['shape']) for i in inputs]}")
+    shape = tuple(int(d) for d in inputs[0]["shape"])
+    layout = "NCHW" if shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+    return Source(spec, Path(spec).stem, "tflite", data, InputSpec(inputs[0]["name"], shape, "float32", layout),
+                  "imagenet", [str(i) for i in range(int(outputs[0]["shape"][-1]))], path=spec)
+
+
+def _keras_source(spec: str, model, framework: str) -> Source:
+    inputs = model.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise ModelError(f"Keras model {spec!r}: MutateNN needs one 4-d image input, it takes "
+                         f"{[tuple(i.shape) for i in inputs]}")
+    shape = _fixed_shape(inputs[0].shape)
+    classes = int(model.outputs[0].shape[-1])
+    layout = "NCHW" if shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+    return Source(spec, Path(spec).stem, framework, model, InputSpec("input", shape, "float32", layout),
+                  "imagenet", [str(i) for i in range(classes)], path=spec)
+
+
+def _fixed_shape(shape) -> tuple[int, ...]:
+    """A TF input shape with batch 1 and unknown spatial sizes 224."""
+    dims = [None if d is None else int(d) for d in shape]
+    if any(d is None for d in dims[1:]):
+        dims[1:] = [d or (3 if i == 3 else 224) for i, d in enumerate(dims[1:], start=1)]
+    return (1, *dims[1:])
+
+
+def keras_call(source: Source):
+    """``infer(x) -> array`` with the framework's own runtime (Keras eager or the SavedModel)."""
+    if source.framework == "savedmodel":
+        return source.native
+    model = source.native
+    return lambda x: model(x, training=False).numpy()
+
+
+def _concrete_function(source: Source):
+    """A tf.function with a fixed batch-1 signature for the converters."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec(source.input.shape, tf.float32, name="input")
+    call = source.native
+    if source.framework == "keras":
+        return tf.function(lambda x: call(x, training=False), input_signature=[spec]), spec
+    return tf.function(lambda x: call.signature(**{call.arg: x})[next(iter(call.signature.structured_outputs))],
+                       input_signature=[spec]), spec
+
+
+def to_tflite(source: Source) -> Form:
+    """The TFLite converter (float32, no quantisation); a .tflite source as it is."""
+    if source.framework == "tflite":
+        return Form("tflite", "tflite", source.native, source.input)
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    with _silenced():
+        if source.framework == "keras":
+            converter = tf.lite.TFLiteConverter.from_keras_model(source.native)
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(source.path)
+        try:
+            data = converter.convert()
+        except Exception as err:  # name the ops TFLite lacks: the MLIR dump's first line does not
+            missing = re.search(r"TF Select ops: ([^\n]+)", str(err))
+            if not missing:
+                raise
+            raise ModelError(stage_message("convert", f"{source.framework_name} -> tflite via tflite", source.spec,
+                                           f"TFLite has no builtin op for {missing[1].strip()}")) from None
+    interpreter = make_interpreter(data)
+    detail = interpreter.get_input_details()[0]
+    shape = tuple(int(d) for d in detail["shape"])
+    return Form("tflite", "tflite", bytes(data), InputSpec(detail["name"], shape, "float32", source.input.layout))
+
+
+def to_onnx(source: Source) -> Form:
+    """tf2onnx at opset 17 with a fixed batch-1 input named ``input`` (NHWC as the source)."""
+    quiet_tensorflow()
+    import tf2onnx
+
+    with _silenced():
+        if source.framework == "tflite":
+            with _temporary_file(source.native, ".tflite") as path:
+                model, _ = tf2onnx.convert.from_tflite(path, opset=17)
+        else:
+            function, spec = _concrete_function(source)
+            model, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=17)
+    name = model.graph.input[0].name
+    return Form("tf2onnx", "onnx", model, InputSpec(name, source.input.shape, "float32", source.input.layout))
+
+
+@contextlib.contextmanager
+def _temporary_file(data: bytes, suffix: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mutatenn-") as tmp:
+        path = Path(tmp) / f"model{suffix}"
+        path.write_bytes(data)
+        yield str(path)
+
+
+def make_interpreter(data: bytes):
+    """A TFLite interpreter on the bytes: LiteRT's when installed, else TensorFlow's own
+    (deprecated in TF 2.21 but identical outputs)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=data)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_call(data: bytes):
+    """``infer(x) -> array`` on the TFLite interpreter; int8/uint8 models are fed and read
+    through their quantisation parameters, so they compare with float paths."""
+    import numpy as np
+
+    interpreter = make_interpreter(data)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def infer(x):
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x.reshape(inp["shape"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    return infer
