@@ -113,7 +113,7 @@ def _check_tuning_records(source: Source, variants) -> None:
         if variant.options is not None and variant.options.schedule == "tuned":
             from .tuning import require_database
 
-            require_database(source.spec, variant.target)
+            require_database(source.spec, variant.target, variant.via)
 
 
 def variant_paths(sources: dict[str, Source], variants: list[Variant]) -> dict[str, str]:

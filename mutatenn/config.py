@@ -131,7 +131,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> Cam
     model, pretrained, preset, via = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
-    stacks = _stacks(raw.get("stacks"), model)
+    stacks = _stacks(raw.get("stacks"), model, via)
     criterion = _criterion(raw.get("kill", {}))
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill"})
@@ -341,7 +341,7 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
-def _stacks(value, model: str) -> list[StackSpec]:
+def _stacks(value, model: str, model_via: str = "") -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
@@ -365,18 +365,18 @@ def _stacks(value, model: str) -> list[StackSpec]:
         fast_math = table.get("fast_math")
         if fast_math is not None and not isinstance(fast_math, bool):
             raise ConfigError(f"config key '{key}.fast_math': expected true or false")
+        via = _string(table, "via", f"{key}.via") or ""
+        _check_via(via, f"{key}.via")
         schedule = _string(table, "schedule", f"{key}.schedule", default=DEFAULT_SCHEDULE)
         if schedule not in SCHEDULES:
             raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
-                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key),
+                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key, via or model_via),
                                required_pass=_required_passes(table, key), tir_options=_tir_options(table, key))
         name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
-        via = _string(table, "via", f"{key}.via") or ""
-        _check_via(via, f"{key}.via")
         out.append(StackSpec(name, target, options, via=via))
     return out
 
@@ -409,7 +409,7 @@ def _tir_options(table: dict, key: str) -> dict:
     return value
 
 
-def _tuning_db(schedule: str, model: str, target_name: str, key: str) -> str:
+def _tuning_db(schedule: str, model: str, target_name: str, key: str, via: str = "") -> str:
     """A tuned stack's database, which must exist before any job starts."""
     if schedule != "tuned":
         return ""
@@ -419,7 +419,7 @@ def _tuning_db(schedule: str, model: str, target_name: str, key: str) -> str:
     if target.spec["kind"] != "llvm":
         raise ConfigError(f"config key '{key}.schedule': tuned schedules are for CPU (LLVM) targets only")
     try:
-        return str(require_database(model, target))
+        return str(require_database(model, target, via))
     except InputError as err:
         raise ConfigError(f"config key '{key}.schedule': {err}") from None
 

@@ -41,6 +41,7 @@ class SourceKind:
     loader: str  # "module:function(spec, pretrained) -> Source"
     is_file: bool = True  # a path that must exist (a folder for SavedModels)
     family: str = ""  # "tensorflow": loaded only in worker processes (never beside torchvision)
+    framework: str = "torch"  # the framework of its models (`frameworks.FRAMEWORK_NAMES`)
 
 
 def _suffix(*suffixes: str) -> Callable[[str], bool]:
@@ -56,13 +57,15 @@ SOURCES = (
     SourceKind("torchvision", lambda s: s.startswith("torchvision:"),
                "mutatenn.frameworks.pytorch:load_torchvision", False),
     SourceKind("keras", lambda s: s.startswith("keras:"),
-               "mutatenn.frameworks.tensorflow:load_keras_application", False, "tensorflow"),
+               "mutatenn.frameworks.tensorflow:load_keras_application", False, "tensorflow", "keras"),
     SourceKind("pt2", _suffix(".pt2"), "mutatenn.frameworks.pytorch:load_pt2"),
-    SourceKind("onnx", _suffix(".onnx"), "mutatenn.frameworks.onnx_file:load_onnx"),
+    SourceKind("onnx", _suffix(".onnx"), "mutatenn.frameworks.onnx_file:load_onnx", framework="onnx"),
     SourceKind("keras file", _suffix(".keras", ".h5"), "mutatenn.frameworks.tensorflow:load_keras_file",
-               family="tensorflow"),
-    SourceKind("tflite", _suffix(".tflite"), "mutatenn.frameworks.tensorflow:load_tflite", family="tensorflow"),
-    SourceKind("savedmodel", _saved_model, "mutatenn.frameworks.tensorflow:load_saved_model", family="tensorflow"),
+               family="tensorflow", framework="keras"),
+    SourceKind("tflite", _suffix(".tflite"), "mutatenn.frameworks.tensorflow:load_tflite", family="tensorflow",
+               framework="tflite"),
+    SourceKind("savedmodel", _saved_model, "mutatenn.frameworks.tensorflow:load_saved_model", family="tensorflow",
+               framework="savedmodel"),
 )
 MODEL_FORMS = ("digits", "torchvision:NAME", "keras:NAME", "a .pt2, .onnx, .keras, .h5 or .tflite file",
                "a SavedModel folder")
@@ -94,6 +97,14 @@ def load_source(spec: str, pretrained: str = "auto", preset: str | None = None) 
             raise ModelError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
         source.preset = preset
     return source
+
+
+def source_framework(spec: str) -> str:
+    """The framework of a model reference's models, known before loading it ("" when unknown)."""
+    try:
+        return source_kind(spec).framework
+    except ModelError:
+        return ""
 
 
 def source_family(spec: str) -> str:

@@ -67,7 +67,7 @@ INFO_FILE = "tuning.json"
 # How workloads are matched: TVM's structural hash and equality of the whole PrimFunc
 # (MetaSchedule's default). Tuning and lookup must use the same.
 MODULE_EQUALITY = "structural"
-MODEL_FILE_SUFFIXES = (".onnx", ".pt2")
+MODEL_FILE_SUFFIXES = (".onnx", ".pt2", ".keras", ".h5", ".tflite")
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
 _MISSING_RUN = 1e9  # MetaSchedule records a failed build or run as 1e10 seconds
@@ -96,7 +96,9 @@ def model_key(model_spec: str) -> str:
     preprocessing are not part of it: they do not change the PrimFuncs."""
     spec = "digits" if model_spec == "bundled:digits" else model_spec
     path = Path(spec)
-    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
+    if path.is_dir() and (path / "saved_model.pb").is_file():  # a SavedModel: keyed by its graph file
+        path = path / "saved_model.pb"
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES or path.name == "saved_model.pb":
         try:
             digest = hashlib.blake2b(path.read_bytes(), digest_size=6).hexdigest()
         except OSError as err:
@@ -118,14 +120,25 @@ def _target_name(target) -> str:
     return target.name
 
 
-def database_dir(model_spec: str, target) -> Path:
+def database_dir(model_spec: str, target, via: str = "") -> Path:
     """Where the tuning database of one model on one target (`build.Target`) lives:
-    ``cache_root()/tuning/<model>-<hash>/<target>-<hash of its spec>-tvm<version>``.
+    ``cache_root()/tuning/<model>-<hash>[-via-<path>]/<target>-<hash of its spec>-tvm<version>``
+    (an import path other than the framework's default gives other kernels: its own records).
     Records of another TVM version are never reused (traces and workloads change)."""
     import tvm
 
     target_part = f"{_slug(_target_name(target))}-{_short_hash(target.key().encode())}-tvm{tvm.__version__}"
-    return cache_root() / "tuning" / model_key(model_spec) / target_part
+    return cache_root() / "tuning" / (model_key(model_spec) + _via_part(model_spec, via)) / target_part
+
+
+def _via_part(model_spec: str, via: str) -> str:
+    """"" for the framework's default path (records made before paths existed stay valid)."""
+    from .frameworks import DEFAULT_VIA
+    from .loading import source_framework
+
+    if not via or via == DEFAULT_VIA.get(source_framework(model_spec), ""):
+        return ""
+    return f"-via-{_slug(via)}"
 
 
 def has_database(db_dir: str | Path) -> bool:
@@ -139,9 +152,9 @@ def _no_records(model_spec: str, target_name: str, where: str) -> ConfigError:
                        f"run `mutatenn tune --model {model_spec} --target {target_name} --trials N`")
 
 
-def require_database(model_spec: str, target) -> Path:
-    """The database folder of ``model_spec`` on ``target``; `ConfigError` when not tuned yet."""
-    folder = database_dir(model_spec, target)
+def require_database(model_spec: str, target, via: str = "") -> Path:
+    """The database folder of ``model_spec`` (along ``via``) on ``target``; `ConfigError` when not tuned yet."""
+    folder = database_dir(model_spec, target, via)
     if not has_database(folder):
         raise _no_records(model_spec, _target_name(target), str(folder))
     return folder

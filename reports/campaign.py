@@ -238,6 +238,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             ("Stacks", ", ".join(_stack_label(s) for s in stacks) or "—"),
             ("Stack builds", _stack_builds(meta)),
             ("Speed-ups", _speedups(meta)),
+            *([("Stacks left out", _failed_stacks(meta))] if meta.get("failed_stacks") else []),
             ("Mutants", str(len(mutants))),
             ("Inference passes per build", _repeats_text(meta)),
             ("Build + run time", fmt_seconds(pd.to_numeric(verdicts["build_s"], errors="coerce").sum()
@@ -270,15 +271,22 @@ def _stability(value) -> str:
 
 
 def _stack_builds(meta: dict) -> str:
-    """Each stack's target, build options and loop schedule (folders written before
-    schedules existed were built with none)."""
+    """Each stack's target, build options, loop schedule and import path (folders written
+    before schedules existed were built with none)."""
     parts = []
     for s in meta.get("stacks") or []:
         if isinstance(s, dict):
             schedule = s.get("schedule", "none")
             build = str(s.get("build", "")).replace(f",schedule={schedule}", "")
-            parts.append(f"{s.get('name')}: {s.get('target')} {build}, schedule {schedule}")
+            via = f", via {s['via']}" if s.get("via") else ""
+            parts.append(f"{s.get('name')}: {s.get('target')} {build}, schedule {schedule}{via}")
     return "; ".join(parts) or "—"
+
+
+def _failed_stacks(meta: dict) -> str:
+    """Stacks left out, with why (an import path that failed, an original that failed)."""
+    failed = meta.get("failed_stacks") or {}
+    return "; ".join(f"{name}: {reason}" for name, reason in failed.items())
 
 
 def _speedups(meta: dict) -> str:

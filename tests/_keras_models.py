@@ -10,6 +10,9 @@ process never imports TensorFlow, because torchvision imported after it segfault
 - erf_saved/: a SavedModel of a CNN with an erf activation, which the TFLite converter refuses;
 - broken.keras: bytes that are not a Keras file; nosignature/: a SavedModel without a
   serving signature.
+
+``python tests/_keras_models.py --weights HOME`` writes a MobileNetV2 weights file into a
+Keras home folder instead.
 """
 from __future__ import annotations
 
@@ -73,5 +76,24 @@ def main(out: Path) -> None:
     (out / "broken.keras").write_bytes(b"not a keras file")
 
 
+def write_keras_weights(home: Path, seed: int = 1) -> Path:
+    """A MobileNetV2 weights file where Keras keeps downloaded ones ($KERAS_HOME/models),
+    in the legacy HDF5 layout of the published files (seeded, not the real weights)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNetV2(weights=None, classifier_activation=None)
+    path = home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--weights":
+        write_keras_weights(Path(sys.argv[2]))
+    else:
+        main(Path(sys.argv[1]))

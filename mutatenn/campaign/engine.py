@@ -106,10 +106,12 @@ def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
     import dataclasses
 
     from ..errors import ModelError
-    from ..execute import cached_program, cached_source
     from ..frameworks import resolve_via
+    from ..loading import load_source_isolated, program_from_source
 
-    source = cached_source(config.model, config.pretrained, config.preset)
+    # TensorFlow models are converted in a worker: this process may import torchvision later.
+    asked = tuple(dict.fromkeys(config.stack_via(s) for s in config.stacks))
+    source, failed_conversions = load_source_isolated(config.model, config.pretrained, config.preset, asked)
     stacks, programs, failed = [], {}, {}
     for stack in config.stacks:
         via = resolve_via(source.framework, config.stack_via(stack), who=f"stack {stack.name!r}")
@@ -117,7 +119,9 @@ def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
         if via in programs or via in failed:
             continue
         try:
-            programs[via] = cached_program(config.model, config.pretrained, config.preset, via)
+            if config.stack_via(stack) in failed_conversions:
+                raise ModelError(failed_conversions[config.stack_via(stack)])
+            programs[via] = program_from_source(source, via)
         except ModelError as err:
             failed[via] = str(err)
     return dataclasses.replace(config, stacks=stacks), Paths(programs, failed)

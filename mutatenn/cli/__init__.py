@@ -11,10 +11,12 @@ from ..errors import MutateNNError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="digits, torchvision:NAME, a .onnx or .pt2 file")
+    p.add_argument("--model", required=True, help="digits, torchvision:NAME, keras:NAME, a .onnx, .pt2, .keras, "
+                   ".h5 or .tflite file, or a SavedModel folder")
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"],
-                   help="torchvision weights: from the local cache if there (auto), demanded (require), or seeded (never)")
-    p.add_argument("--preset", default=None, help="preprocessing preset: imagenet, inception, caffe, raw")
+                   help="torchvision/Keras weights: from the local cache if there (auto), demanded (require), "
+                   "or seeded (never)")
+    p.add_argument("--preset", default=None, help="preprocessing preset: imagenet, inception, caffe, raw, tf, pixels")
 
 
 def _variant_forms() -> list[str]:
@@ -23,16 +25,28 @@ def _variant_forms() -> list[str]:
     return [runner_class(name).syntax or name for name in RUNNERS]
 
 
+def _variants_help() -> str:
+    """--variants help: every runner's form, the import paths and examples (argparse keeps the lines)."""
+    from ..frameworks import PATHS
+
+    paths = "\n".join(f"  {p.name:<13}{'/'.join(p.accepts)} -> {p.form}: {p.summary}" for p in PATHS.values())
+    return ("comma-separated variants:\n  " + "\n  ".join(_variant_forms())
+            + "\nevery variant also takes model=FILE (another release of the same model)."
+            + "\nimport paths (via=):\n" + paths
+            + '\nexamples: "tflite,onnxruntime(via=tf2onnx),tvm:cpu:O3(via=tflite)"'
+            + '  "onnxruntime(via=torch.onnx),tvm:cpu(via=torch.onnx)"')
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutatenn", description="Mutation and differential testing of "
                                      "image-recognition models on TVM's compiler IR (Relax + TensorIR).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compare", help="deploy one model as several variants and compare each with a baseline")
+    p = sub.add_parser("compare", help="deploy one model as several variants and compare each with a baseline",
+                       formatter_class=argparse.RawTextHelpFormatter)
     _add_model_args(p)
     p.add_argument("--images", required=True, help="an image folder, or a bundled set: digits, photos (NAME:COUNT for the first COUNT)")
-    p.add_argument("--variants", required=True, help=f"comma-separated: {', '.join(_variant_forms())}")
+    p.add_argument("--variants", required=True, help=_variants_help())
     p.add_argument("--baseline", required=True, help="the variant the others are compared with")
     p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     p.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own worker process")
@@ -65,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
 
     p = sub.add_parser("mutants", help="list the mutants of a model, or the operator catalogue")
-    p.add_argument("--model", help="digits, torchvision:NAME, a .onnx or .pt2 file")
+    p.add_argument("--model", help="digits, torchvision:NAME, keras:NAME, or a model file/folder (as for compare)")
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"])
+    p.add_argument("--via", default="", help="the import path of the program to mutate (default: the framework's)")
     p.add_argument("--operators", default=None, help="comma-separated operator names")
     p.add_argument("--level", default=None, help="graph, tir, pass or weight (comma-separated for several)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
@@ -76,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="tune a model's kernels for a CPU target with MetaSchedule (for schedule=tuned builds)")
     _add_model_args(p)
     p.add_argument("--target", default="cpu", help="cpu, cpu-generic, cpu-avx2 or cpu-avx512 (measured on this machine)")
+    p.add_argument("--via", default="", help="the import path whose kernels to tune (default: the framework's)")
     p.add_argument("--trials", type=int, required=True,
                    help="schedule candidates measured in all (at least one per kernel: digits has 8, mobilenet_v2 57)")
     p.add_argument("--max-trials-per-task", type=int, default=None, help="cap per kernel (default: none)")

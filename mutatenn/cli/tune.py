@@ -21,7 +21,8 @@ def cmd_tune(args) -> int:
     per_task = getattr(args, "max_trials_per_task", None)
     if per_task is not None and per_task < 1:
         raise InputError(f"--max-trials-per-task must be at least 1, not {per_task}")
-    db_dir = tuning.database_dir(args.model, target)
+    via = getattr(args, "via", "") or ""
+    db_dir = tuning.database_dir(args.model, target, via)
     if tuning.has_database(db_dir) and not args.force:
         raise InputError(f"tuning records for {args.model!r} on {target.name!r} already exist in {db_dir}; "
                          "pass --force to tune again and replace them")
@@ -29,7 +30,7 @@ def cmd_tune(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrainedWeightsWarning)
-        program = load_program(args.model, args.pretrained)
+        program = load_program(args.model, args.pretrained, via=via)
     if any(issubclass(w.category, UntrainedWeightsWarning) for w in caught):
         print("note: seeded weights (no pretrained weights cached); schedules do not depend on weights")
     report = tuning.tune(program.mod, target, args.trials, db_dir, max_trials_per_task=per_task,

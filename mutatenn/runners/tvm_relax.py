@@ -76,7 +76,8 @@ class TVMRunner(Runner):
         if options.schedule == "tuned" and not options.tuning_db:
             from ..tuning import require_database
 
-            options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target))})
+            options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target,
+                                                                           self.program.via))})
         self.build_stats, self.shared = BuildStats(options.schedule), SharedBuild()
         if self.variant.target.spec["kind"] != "llvm":  # CUDA: TVM's own build, nothing shared
             self.executable = build_artifact(self.mod, self.variant.target, options, stats=self.build_stats)
