@@ -102,7 +102,7 @@ def variant_sources(source: Source, variants: list[Variant], pretrained: str) ->
             continue
         spec = v.model if ":" in v.model and not Path(v.model).exists() else str(Path(v.model).expanduser().resolve())
         if spec not in loaded:
-            loaded[spec] = load_source_isolated(spec, pretrained, source.preset)
+            loaded[spec] = load_source_isolated(spec, pretrained, source.preset)[0]
         out[v.text] = loaded[spec]
     return out
 
@@ -163,7 +163,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     for v in [baseline] + variants:
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
-    source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)
+    source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)[0]
     ordered = [baseline] + variants
     sources = variant_sources(source, ordered, pretrained)
     paths = variant_paths(sources, ordered)

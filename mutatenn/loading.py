@@ -116,15 +116,14 @@ def source_family(spec: str) -> str:
 
 
 def load_source_isolated(spec: str, pretrained: str = "auto", preset: str | None = None,
-                         vias: tuple[str, ...] = ()) -> tuple[Source, dict[str, str]] | Source:
+                         vias: tuple[str, ...] = ()) -> tuple[Source, dict[str, str]]:
     """`load_source` for a coordinator that must stay free of TensorFlow (it may import
     torchvision later): a TensorFlow model is loaded and converted along ``vias`` in a
     worker process, and comes back without its native object but with those forms, which
-    TVM's ONNX and TFLite frontends import without TensorFlow. With ``vias``, returns
-    (source, via -> why its conversion failed)."""
+    TVM's ONNX and TFLite frontends import without TensorFlow. Returns (source, via -> why
+    its conversion failed); other models load here, as `load_source` does."""
     if source_family(spec) != "tensorflow":
-        source = load_source(spec, pretrained, preset)
-        return (source, {}) if vias else source
+        return load_source(spec, pretrained, preset), {}
     from .isolation import DONE, run_isolated
 
     outcome = next(run_isolated(_source_job, [(spec, pretrained, preset, tuple(vias))], family="tensorflow"))
@@ -136,7 +135,7 @@ def load_source_isolated(spec: str, pretrained: str = "auto", preset: str | None
     for note in source.notes:
         if "pretrained weights not found" in note:
             warnings.warn(note, UntrainedWeightsWarning, stacklevel=2)
-    return (source, failed) if vias else source
+    return source, failed
 
 
 def _source_job(spec: str, pretrained: str, preset: str | None, vias: tuple[str, ...]):

@@ -139,9 +139,10 @@ def test_keras_applications_use_cached_weights_or_warn(tmp_path):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        source = load_source_isolated("keras:MobileNetV2", "never")
+        source, failed = load_source_isolated("keras:MobileNetV2", "never", vias=("tf2onnx",))
     assert source.framework == "keras" and source.input.shape == (1, 224, 224, 3) and source.input.layout == "NHWC"
     assert source.preset == "tf" and len(source.labels) == 1000 and source.labels[0] == "tench"
+    assert not failed and source.native is None and source.forms["tf2onnx"].kind == "onnx"
     assert any(issubclass(w.category, UntrainedWeightsWarning) for w in caught)
     assert tensorflow_absent()
 
@@ -240,3 +241,12 @@ def test_an_import_path_that_does_not_fit_is_refused_before_work(tf_models, tmp_
     proc = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 2 and expected in "".join(error_lines(proc.stderr)), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "verdicts.csv").exists()
+
+
+@pytest.mark.parametrize("name, vias", [("digits-paths.toml", ["torch.export", "torch.onnx"]),
+                                        ("keras-paths.toml", ["tflite", "tf2onnx"])])
+def test_the_import_path_examples_are_valid_configs(name, vias):
+    from mutatenn.config import load_config
+
+    config = load_config(ROOT / "examples" / name)
+    assert [config.stack_via(s) for s in config.stacks] == vias
