@@ -79,16 +79,17 @@ class BuildOptions:
 
     def with_overrides(self, overrides: dict) -> "BuildOptions":
         """These options changed by a pass mutant's overrides. Most replace the stack's
-        value; ``required_pass`` and ``tir_options`` add to the stack's (a mutant that
-        switches one pass or option on keeps what the stack already switched on)."""
+        value; ``disabled_pass``, ``required_pass`` and ``tir_options`` add to the stack's:
+        a mutant differs from its stack in one way only (disabling FoldConstant on a stack
+        without FuseTIR must not switch FuseTIR back on)."""
         fields = {"opt_level": self.opt_level, "disabled_pass": self.disabled_pass,
                   "required_pass": self.required_pass, "fast_math": self.fast_math,
                   "schedule": self.schedule, "tuning_db": self.tuning_db, "tir_options": self.tir_options}
         for key, value in overrides.items():
             if key not in fields:
                 raise InputError(f"unknown build option {key!r}")
-            if key == "required_pass":
-                value = tuple(self.required_pass) + tuple(p for p in value if p not in self.required_pass)
+            if key in ("disabled_pass", "required_pass"):
+                value = fields[key] + tuple(p for p in value if p not in fields[key])
             elif key == "tir_options":
                 value = {**dict(self.tir_options), **_as_dict(value)}
             fields[key] = tuple(value) if isinstance(value, (list, tuple)) else value
@@ -279,7 +280,7 @@ def check_runnable(target: Target) -> None:
         import tvm
 
         if not tvm.cuda(0).exist:
-            raise TargetError("target 'cuda': built fine, but this machine has no CUDA GPU to run it on")
+            raise TargetError("target 'cuda': this machine has no CUDA GPU to run it on (building for it works)")
     missing = [f for f in CPU_FEATURES.get(target.name, ()) if f not in host_cpu_flags()]
     if missing and host_cpu_flags():
         raise TargetError(f"target {target.name!r} needs CPU features this machine lacks: {', '.join(missing)}")

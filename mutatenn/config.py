@@ -18,9 +18,10 @@ from .build import (
     SWITCHABLE_PASSES,
     BuildOptions,
     Target,
+    check_runnable,
     parse_target,
 )
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, TargetError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
@@ -110,7 +111,9 @@ def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
     return dataclasses.replace(config, raw=raw, **given)
 
 
-def load_config(path: Path) -> CampaignConfig:
+def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
+    """``local_devices=False``: the jobs run elsewhere (a Dask cluster), so this machine's
+    CPU features and GPU are not checked."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -120,18 +123,19 @@ def load_config(path: Path) -> CampaignConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config {str(path)!r} is not valid TOML: {err}") from None
-    return parse_config(raw, base_dir=path.parent, source=str(path))
+    return parse_config(raw, base_dir=path.parent, source=str(path), local_devices=local_devices)
 
 
-def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> CampaignConfig:
-    """Check every key of a config dict; relative model paths are resolved against base_dir."""
+def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_devices: bool = True) -> CampaignConfig:
+    """Check every key of a config dict; relative model paths are resolved against base_dir;
+    ``local_devices``: each stack's target must run on this machine."""
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     model, pretrained, preset, via = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
-    stacks = _stacks(raw.get("stacks"), model, via)
+    stacks = _stacks(raw.get("stacks"), model, via, local_devices)
     criterion = _criterion(raw.get("kill", {}))
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill"})
@@ -341,7 +345,7 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
-def _stacks(value, model: str, model_via: str = "") -> list[StackSpec]:
+def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
@@ -377,8 +381,23 @@ def _stacks(value, model: str, model_via: str = "") -> list[StackSpec]:
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
         names.add(name)
+        if local_devices:
+            _check_runs_here(target, f"{key}.target")
         out.append(StackSpec(name, target, options, via=via))
     return out
+
+
+def _check_runs_here(target_name: str, key: str) -> None:
+    """Refuse a local target this machine cannot run (CPU features missing, no GPU) now,
+    not when its original fails after the model is loaded. Building needs no such
+    hardware, and an RPC target runs on its remote end: only the run is checked."""
+    target = parse_target(target_name)
+    if target.device == "rpc":
+        return
+    try:
+        check_runnable(target)
+    except TargetError as err:
+        raise ConfigError(f"config key '{key}': {err}") from None
 
 
 def _required_passes(table: dict, key: str) -> tuple[str, ...]:

@@ -156,6 +156,19 @@ class MutationOperator:
         return []
 
 
+class SiteSelectionError(ValueError):
+    """A selection names site positions an operator does not have. Dropping them silently
+    would run a smaller campaign than the one asked for."""
+
+    def __init__(self, operator: str, positions: Sequence[int], count: int):
+        self.operator, self.positions, self.count = operator, tuple(positions), count
+        last = f"positions 0..{count - 1}" if count else "no position"
+        past = (f"position {self.positions[0]} is" if len(self.positions) == 1 else
+                f"positions {', '.join(map(str, self.positions))} are")
+        super().__init__(f"operator {operator!r} has {count} sites on this program ({last}): "
+                         f"{past} past the last site")
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which sites of each operator become mutants.
@@ -170,7 +183,12 @@ class Selection:
     n: int = 1
     seed: int = 0
 
-    def pick(self, sites: Sequence[Site]) -> list[Site]:
+    def pick(self, sites: Sequence[Site], operator: str = "") -> list[Site]:
+        """The selected sites of ``operator``; positions past its last site raise `SiteSelectionError`."""
+        if self.mode == "positions":
+            beyond = sorted({p for p in self.positions if p >= len(sites)})
+            if beyond:
+                raise SiteSelectionError(operator, beyond, len(sites))
         if not sites:
             return []
         if self.mode == "all":

@@ -73,7 +73,7 @@ def enumerate_mutants(mod: tvm.IRModule, operators: Iterable[str] | None = None,
     ref = _Reference(mod)
     out: list[Mutant] = []
     for op in select_operators(operators, levels):
-        for site in selection.pick(_sites(op, ref)):
+        for site in selection.pick(_sites(op, ref), op.name):
             out.append(_build_mutant(ref, op, site, with_diff))
     return out
 

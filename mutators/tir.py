@@ -11,6 +11,7 @@ which hashes and compares only the replaced PrimFunc (see ``TirMutation``).
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Callable
 
 import ml_dtypes
@@ -392,6 +393,38 @@ def _round_to_bfloat16(value):
     return tirx.reinterpret("float32", rounded)
 
 
+def _cast(x, dtype: str):
+    """A Python number cast to ``dtype`` as the built code casts it: IEEE rounding to a float
+    type (too large: +-inf), truncation to an int type, saturating (numpy would wrap)."""
+    target = np.dtype(_numpy_dtype(dtype))
+    if np.issubdtype(target, np.integer):
+        info = np.iinfo(target)
+        return min(max(x, info.min), info.max) if math.isinf(x) else min(max(int(x), info.min), info.max)
+    with np.errstate(over="ignore"):
+        return float(np.array(x).astype(target))
+
+
+def _round_trip(value, dtype: str, narrow: str):
+    """``(value as dtype, value cast to narrow and back to dtype)``; None for NaN."""
+    if math.isnan(value):
+        return None
+    exact = _cast(value, dtype)
+    return exact, _cast(_cast(exact, narrow), dtype)
+
+
+def _fold_overflow(value, dtype: str, narrow: str):
+    """A stored constant beyond ``narrow``'s range, folded into its round trip (a ``dtype``
+    constant); None for any other value. TVM refuses to build a cast of such a literal
+    ("Literal value -3.40282e+38 exceeds minimum of float16": max-pool's init -FLT_MAX)."""
+    if not isinstance(value, (tirx.IntImm, tirx.FloatImm)) or not math.isfinite(value.value):
+        return None
+    kind = np.dtype(_numpy_dtype(narrow))
+    info = np.iinfo(kind) if np.issubdtype(kind, np.integer) else ml_dtypes.finfo(kind)
+    if float(info.min) <= value.value <= float(info.max):
+        return None
+    return tirx.const(_round_trip(value.value, dtype, narrow)[1], dtype)
+
+
 class StoreCast(_StoreOperator):
     """Round the stored value through a narrower type and back."""
 
@@ -405,9 +438,10 @@ class StoreCast(_StoreOperator):
 
     def new_value(self, store):
         dtype = str(store.buffer.ty.dtype)
-        if self.dtype == "bfloat16":
+        if self.dtype == "bfloat16":  # casts no literal to bfloat16: TVM builds any constant
             return tirx.Cast(dtype, _round_to_bfloat16(tirx.Cast("float32", store.value)))
-        return tirx.Cast(dtype, tirx.Cast(self.dtype, store.value))
+        folded = _fold_overflow(store.value, dtype, self.dtype)
+        return folded if folded is not None else tirx.Cast(dtype, tirx.Cast(self.dtype, store.value))
 
     def equivalence(self, original, new_func, site, memo) -> str:
         # TVM's simplifier folds a constant cast to bfloat16 without rounding it (it
@@ -418,11 +452,8 @@ class StoreCast(_StoreOperator):
         value = store.value
         if not isinstance(value, (tirx.IntImm, tirx.FloatImm)):
             return ""
-        buffer_dtype = np.dtype(_numpy_dtype(str(store.buffer.ty.dtype)))
-        with np.errstate(all="ignore"):
-            exact = np.array(value.value, dtype=buffer_dtype)
-            back = exact.astype(_numpy_dtype(self.dtype)).astype(buffer_dtype)
-        if np.array_equal(exact, back):
+        pair = _round_trip(value.value, str(store.buffer.ty.dtype), self.dtype)
+        if pair is not None and pair[0] == pair[1]:
             return f"the stored constant {value.value!r} survives the round trip through {self.dtype}"
         return ""
 

@@ -1,15 +1,57 @@
 """The campaign page's content, built from a RunData's tables."""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from . import charts
 from .common import fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails, to_bool, to_float
 from .rundata import SCORED_VERDICTS, VERDICTS, RunData
-from .schema import DISCREPANCY_INFO
+from .schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
+
+CONFIDENCE = 0.95  # of the score intervals (scores.csv: score_low, score_high)
+
+
+def wilson_interval(killed: int, scored: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The Wilson score interval of the mutation score killed / scored, in percent (None
+    when nothing was scored): a binomial interval, so it says how far the score of the
+    judged mutants may be from the kill rate of the population they were drawn from."""
+    if scored <= 0:
+        return None
+    if not 0 <= killed <= scored:
+        raise ValueError(f"killed must lie in 0..{scored}, got {killed}")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p, n = killed / scored, scored
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # At 0 or every mutant killed an end is exactly 0 or 1; rounding would leave 1e-15.
+    low = 0.0 if killed == 0 else max(0.0, centre - half)
+    high = 1.0 if killed == scored else min(1.0, centre + half)
+    return 100.0 * low, 100.0 * high
+
+
+def greedy_cover(kills: dict[str, set[str]], order: list[str] | None = None) -> list[str]:
+    """A small set of images that together kill every mutant some image kills (greedy set
+    cover: each step takes the image killing most mutants not yet killed; ties go to the
+    earlier image in ``order``). ``kills`` maps image -> the mutants it kills alone."""
+    order = list(order or kills)
+    rank = {name: i for i, name in enumerate(order)}
+    left = set().union(*kills.values()) if kills else set()
+    chosen: list[str] = []
+    while left:
+        best = min(kills, key=lambda name: (-len(kills[name] & left), rank.get(name, len(rank))))
+        gain = kills[best] & left
+        if not gain:
+            break
+        chosen.append(best)
+        left -= gain
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -21,6 +63,9 @@ class CampaignCaps:
     diff_lines: int = 60          # lines of IR diff per mutant
     log_lines: int = 30           # lines of crash log tail per mutant and stack
     discrepancies: int = 300      # rows in the cross-stack discrepancy section
+    matrix_images: int = 40       # rows (images) of each stack's kill matrix
+    matrix_mutants: int = 60      # columns (killed mutants) of each stack's kill matrix
+    listed: int = 60              # images / mutants named per list in the kill-matrix section
 
 
 # Verdicts whose mutants get full detail, most informative first: a survivor shows a
@@ -60,7 +105,8 @@ def _counts_from_verdicts(verdicts: pd.DataFrame, by: list[str]) -> pd.DataFrame
 
 
 def _score_tables(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-stack and per-operator counts and scores: scores.csv if given, else computed."""
+    """Per-stack and per-operator counts and scores: scores.csv if given, else computed;
+    the score intervals too (computed from the counts for folders written without them)."""
     s = run.scores
     if len(s) and (s["group"] == "all").any():
         overall = s[s["group"] == "all"].copy()
@@ -72,7 +118,29 @@ def _score_tables(run: RunData) -> tuple[pd.DataFrame, pd.DataFrame]:
         for v in VERDICTS:
             df[v] = pd.to_numeric(df[v], errors="coerce").fillna(0).astype(int)
         df["score"] = pd.to_numeric(df["score"], errors="coerce")
+        for col in ("score_low", "score_high", "sampled", "population"):
+            df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
+        for i in df.index[df["score_low"].isna() | df["score_high"].isna()]:
+            interval = wilson_interval(int(df.at[i, "killed"]), int(sum(df.at[i, v] for v in SCORED_VERDICTS)))
+            if interval is not None:
+                df.at[i, "score_low"], df.at[i, "score_high"] = interval
     return overall, per_op
+
+
+def _interval_text(row) -> str:
+    low, high = (to_float(row.get("score_low")), to_float(row.get("score_high"))) if row else (None, None)
+    return "—" if low is None or high is None else f"{low:.1f}–{high:.1f}%"
+
+
+def _sampled_text(row) -> str:
+    """'12 of 40 (30%)': the mutants taken out of the sites their operators have."""
+    sampled = to_float(row.get("sampled")) if row else None
+    population = to_float(row.get("population")) if row else None
+    if sampled is None:
+        return "—"
+    if not population:
+        return f"{int(sampled)}"
+    return f"{int(sampled)} of {int(population)} ({100.0 * sampled / population:.0f}%)"
 
 
 def _score_text(score) -> str:
@@ -145,7 +213,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
 
     # Scores and verdict counts per stack.
     by_stack = {r["stack"]: r for r in overall.to_dict("records")}
-    score_items, counts = [], []
+    score_items, counts, intervals = [], [], []
     for s in stacks:
         r = by_stack.get(s)
         score = to_float(r["score"]) if r else None
@@ -153,7 +221,9 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         c = {v: int(r[v]) if r else 0 for v in VERDICTS}
         unstable = to_float(r.get("unstable")) if r else None
         counts.append({"stack": s, "counts": c, "total": sum(c.values()), "score": _score_text(score),
-                       "unstable": "—" if unstable is None else str(int(unstable))})
+                       "unstable": "—" if unstable is None else str(int(unstable)),
+                       "interval": _interval_text(r), "sampled": _sampled_text(r)})
+        intervals.append(_whisker(r, s))
     totals = {v: sum(c["counts"][v] for c in counts) for v in VERDICTS}
 
     # Operator x stack heatmap.
@@ -166,9 +236,10 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             return None, "", f"{op} on {stack}: no mutants"
         f = to_float(r["score"])
         scored = sum(int(r[v]) for v in SCORED_VERDICTS)
-        title = (f"{op} on {stack}: {_score_text(f)} "
+        title = (f"{op} on {stack}: {_score_text(f)}, 95% interval {_interval_text(r)} "
                  f"({int(r['killed'])} killed of {scored} scored; "
-                 f"{int(r['non_viable'])} non-viable, {int(r['equivalent'])} equivalent)")
+                 f"{int(r['non_viable'])} non-viable, {int(r['equivalent'])} equivalent; "
+                 f"sites taken: {_sampled_text(r)})")
         return (None if f is None else f / 100.0), _score_text(f), title
 
     # Mutants, in mutants.json order, then any that only the verdicts name.
@@ -247,6 +318,9 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "stacks": stacks,
         "verdicts": VERDICTS,
         "score_chart": charts.bar_chart(score_items),
+        "score_intervals": intervals,
+        "sampled_any": any(c["sampled"] != "—" for c in counts),
+        "kill_matrix": kill_matrix_context(run, stacks, anchors, caps),
         "verdict_chart": charts.stacked_bars([(c["stack"], c["counts"]) for c in counts], VERDICTS),
         "counts": counts, "totals": totals,
         "heatmap": charts.heatmap(operators, stacks, op_cell) if operators else None,
@@ -262,6 +336,88 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "stability_measured": measured,
         "unstable_originals": [str(x) for x in meta.get("unstable_originals") or []],
     }
+
+
+def _whisker(row, stack: str) -> dict | None:
+    """The 95% interval of a stack's score, drawn under its bar (percent ends)."""
+    low, high = (to_float(row.get("score_low")), to_float(row.get("score_high"))) if row else (None, None)
+    if low is None or high is None:
+        return None
+    return {"low": low, "high": high, "title": f"{stack}: 95% interval {low:.1f}–{high:.1f}%"}
+
+
+def read_kill_matrix(folder) -> pd.DataFrame | None:
+    """kill_matrix.csv (``killed_by_image``: 1, 0, or NA where the image was not run), or
+    None when the folder has none (written before MutateNN recorded it)."""
+    path = Path(folder) / KILL_MATRIX_CSV
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"mutant_id": str, "stack": str, "image": str}, keep_default_na=False,
+                            na_values={"killed_by_image": [""]})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=KILL_MATRIX_COLUMNS)
+    for col in KILL_MATRIX_COLUMNS:
+        if col not in table.columns:
+            table[col] = pd.NA
+    table["killed_by_image"] = pd.to_numeric(table["killed_by_image"], errors="coerce")
+    return table
+
+
+def stack_kills(table: pd.DataFrame, stack: str) -> tuple[dict[str, set[str]], list[str], list[str]]:
+    """For one stack of a kill matrix: image -> the mutants it kills alone, the images run
+    on some mutant (in file order) and the judged mutants (in file order)."""
+    part = table[table["stack"] == stack]
+    hits = part[part["killed_by_image"] == 1]
+    kills = {image: set(g) for image, g in hits.groupby("image", sort=False)["mutant_id"]}
+    ran = part.loc[part["killed_by_image"].notna(), "image"].drop_duplicates().tolist()
+    judged = part["mutant_id"].drop_duplicates().tolist()
+    for image in ran:
+        kills.setdefault(image, set())
+    return kills, ran, judged
+
+
+def kill_matrix_context(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:
+    """Per stack: which image kills which mutant (a capped image × mutant matrix), the
+    images that kill nothing, the mutants one image alone kills, and a small image set
+    that kills every mutant some image kills (greedy set cover)."""
+    table = read_kill_matrix(run.path)
+    if table is None:
+        return {"present": False, "stacks": []}
+    image_order = [str(i.get("name")) for i in run.images]
+    v = run.verdicts
+    out = []
+    for stack in [s for s in stacks if s in set(table["stack"])]:
+        kills, ran, judged = stack_kills(table, stack)
+        rank = {name: i for i, name in enumerate(image_order + [x for x in ran if x not in image_order])}
+        ran = sorted(ran, key=lambda x: rank[x])
+        killers: dict[str, list[str]] = defaultdict(list)
+        for image in ran:
+            for mutant in kills[image]:
+                killers[mutant].append(image)
+        cover = greedy_cover(kills, ran)
+        verdict_killed = set(v.loc[(v["stack"] == stack) & (v["verdict"] == "killed"), "mutant_id"])
+        killed = [m for m in judged if m in killers]
+        silent = [image for image in ran if not kills[image]]
+        single = [(m, killers[m][0]) for m in killed if len(killers[m]) == 1]
+        # The matrix: the cover's images first, then the others by kills; rarely killed mutants first.
+        in_cover = set(cover)
+        rows = cover + sorted((x for x in ran if x not in in_cover), key=lambda x: (-len(kills[x]), rank[x]))
+        rows = rows[: caps.matrix_images]
+        cols = sorted(killed, key=lambda m: len(killers[m]))[: caps.matrix_mutants]  # stable: file order
+        out.append({
+            "stack": stack, "images": len(ran), "judged": len(judged), "killed": len(killed),
+            "killed_no_image": sorted(verdict_killed - set(killers)),
+            "cover": cover, "silent": silent[: caps.listed], "silent_total": len(silent),
+            "single": [{"id": m, "anchor": anchors.get(m), "image": img} for m, img in single[: caps.listed]],
+            "single_total": len(single),
+            "cols": [{"n": n + 1, "id": m, "anchor": anchors.get(m), "killers": len(killers[m])}
+                     for n, m in enumerate(cols)],
+            "rows": [{"image": x, "kills": len(kills[x]), "cover": x in in_cover,
+                      "cells": [m in kills[x] for m in cols]} for x in rows],
+            "rows_total": len(ran), "cols_total": len(killed),
+        })
+    return {"present": True, "stacks": out}
 
 
 def _stability(value) -> str:

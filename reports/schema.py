@@ -50,13 +50,19 @@ COMPARISON = "comparison"  # .csv and .json
 PAIRWISE_CSV = "pairwise.csv"
 BUILDS_CSV = "builds.csv"
 RESULTS_SQLITE = "results.sqlite"
+KILL_MATRIX_CSV = "kill_matrix.csv"
 
 # ---------------------------------------------------------------- columns
 VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
 VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run"]
-SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable"]
+# score_low / score_high: the 95% Wilson interval of score; sampled / population: mutants
+# (sites taken) and sites the group's operators have in the program.
+SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable", "score_low", "score_high",
+                 "sampled", "population"]
 DISCREPANCY_INFO = ["mutant_id", "operator", "level", "site", "unstable_on"]
 CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
+# kill_matrix.csv: one row per judged mutant × stack × image
+KILL_MATRIX_COLUMNS = ["mutant_id", "stack", "image", "killed_by_image"]
 MUTANT_FIELDS = ["id", "operator", "level", "site", "status", "reason", "hash", "diff"]
 # builds.csv: one row per build (artifact) of a campaign
 BUILD_COLUMNS = ["artifact", "program", "stack", "status", "build_s", "run_s", "cached", "schedule", "scheduled",

@@ -113,7 +113,8 @@ def test_scores_agree_with_verdicts(campaign):
     out = campaign["out"]
     verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
-    assert list(scores.columns) == ["stack", "group", "key", *VERDICTS, "score", "unstable"]
+    assert list(scores.columns) == ["stack", "group", "key", *VERDICTS, "score", "unstable", "score_low",
+                                    "score_high", "sampled", "population"]
     assert (scores["unstable"] == "").all()  # not measured in a run with repeats = 1
     for row in scores.itertuples(index=False):
         part = verdicts[verdicts["stack"] == row.stack]

@@ -7,7 +7,7 @@ import pytest
 import tvm_ffi
 
 from mutators import EQUIVALENT, NON_VIABLE, PENDING, Selection, catalogue, enumerate_mutants, graph, make_mutant
-from mutators.base import RelaxOperator, Site, relax_program_hash
+from mutators.base import RelaxOperator, Site, SiteSelectionError, relax_program_hash
 from tests._models import build_and_run, tiny_input, tiny_module
 
 # Sites per operator on the tiny CNN (conv2d, bias add, batch_norm, relu, max_pool,
@@ -203,8 +203,10 @@ def test_selection_modes(mod):
     assert every == [0, 3, 6]
     assert [m.site_index for m in enumerate_mutants(mod, operators=name, selection=Selection("first"))] == [0]
     assert [m.site_index for m in enumerate_mutants(mod, operators=name, selection=Selection("last"))] == [7]
-    picked = enumerate_mutants(mod, operators=name, selection=Selection("positions", positions=(1, 5, 99)))
+    picked = enumerate_mutants(mod, operators=name, selection=Selection("positions", positions=(1, 5)))
     assert [m.site_index for m in picked] == [1, 5]
+    with pytest.raises(SiteSelectionError, match="8 sites"):  # never dropped silently
+        enumerate_mutants(mod, operators=name, selection=Selection("positions", positions=(1, 5, 99)))
     a = enumerate_mutants(mod, operators=name, selection=Selection("sample", n=3, seed=7))
     b = enumerate_mutants(mod, operators=name, selection=Selection("sample", n=3, seed=7))
     assert [m.site_index for m in a] == [m.site_index for m in b] and len(a) == 3

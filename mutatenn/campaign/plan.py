@@ -41,6 +41,7 @@ class Plan:
     artifacts: dict[str, Artifact]
     pairs: dict[tuple[str, str], str]  # (mutant id, stack name) -> artifact key
     fixed: list[VerdictRow]  # verdicts decided without building (equivalent, non_viable)
+    population: dict[str, dict[str, int]] = field(default_factory=dict)  # stack -> operator -> sites
 
     @property
     def original_keys(self) -> list[str]:
@@ -56,6 +57,7 @@ class Plan:
             merged.originals.update(part.originals)
             merged.pairs.update(part.pairs)
             merged.fixed += part.fixed
+            merged.population.update(part.population)
             for key, artifact in part.artifacts.items():
                 if key in merged.artifacts:
                     merged.artifacts[key].pairs.extend(artifact.pairs)
@@ -71,15 +73,27 @@ def artifact_key(program_hash: str, stack: StackSpec, options: BuildOptions) -> 
 
 
 def enumerate_selected(program, config: CampaignConfig) -> list:
-    """Mutants of every chosen operator with its own site selection, in catalogue order."""
+    """Mutants of every chosen operator with its own site selection, in catalogue order.
+    Positions past an operator's last site are a `ConfigError` naming the selection's key
+    (the site count is known only now, with the program loaded; no job has started)."""
     import mutators
+    from mutators.base import SiteSelectionError
+
+    from ..errors import ConfigError
 
     by_selection: dict = {}
     for name, selection in config.operators.items():
         by_selection.setdefault(selection, []).append(name)
     found = {}
     for selection, names in by_selection.items():
-        for m in mutators.enumerate_mutants(program.mod, operators=names, selection=selection, with_diff=True):
+        try:
+            mutants = mutators.enumerate_mutants(program.mod, operators=names, selection=selection, with_diff=True)
+        except SiteSelectionError as err:
+            own = config.raw.get("mutants", {}).get("operators")
+            key = (f"mutants.operators.{err.operator}" if isinstance(own, dict)
+                   and own.get(err.operator, "default") != "default" else "mutants.select")
+            raise ConfigError(f"config key '{key}.positions': {err}") from None
+        for m in mutants:
             found[m.id] = m
     order = {op.name: i for i, op in enumerate(mutators.catalogue())}
     return sorted(found.values(), key=lambda m: (order[m.operator], m.site_index))
@@ -90,7 +104,8 @@ def make_plan(program, config: CampaignConfig, mutants: list, stacks: list[Stack
     verdict; ``stacks``: the stacks that take ``program``'s import path (default: all)."""
     from mutators.base import lower, structural_hash_hex
 
-    original_hash = structural_hash_hex(lower(program.mod))
+    lowered = lower(program.mod)
+    original_hash = structural_hash_hex(lowered)
     artifacts: dict[str, Artifact] = {}
     originals, pairs, fixed = {}, {}, []
 
@@ -120,7 +135,24 @@ def make_plan(program, config: CampaignConfig, mutants: list, stacks: list[Stack
                 key = need(m.hash, stack, stack.options, m.operator, m.site_index)
             artifacts[key].pairs.append((m.id, stack.name))
             pairs[(m.id, stack.name)] = key
-    return Plan(mutants, originals, artifacts, pairs, fixed)
+    population = site_population(program.mod, lowered, config, mutants)
+    return Plan(mutants, originals, artifacts, pairs, fixed, {s.name: population for s in stacks})
+
+
+def site_population(mod, lowered, config: CampaignConfig, mutants: list) -> dict[str, int]:
+    """How many sites each chosen operator has in the program before its selection picks
+    some (what a sampled score stands for). An ``all`` selection took every site, so its
+    mutants are counted; the others count the operator's sites (no mutant is made)."""
+    import mutators
+
+    out = {}
+    for name, selection in config.operators.items():
+        if selection.mode == "all":
+            out[name] = sum(m.operator == name for m in mutants)
+        else:
+            op = mutators.operator_by_name(name)
+            out[name] = len(op.sites(lowered if op.works_on == "lowered" else mod))
+    return out
 
 
 def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original_key: str = "") -> Job:

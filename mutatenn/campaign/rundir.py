@@ -90,7 +90,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
     stored_mutants = store.mutants()
     verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
-    scores = tables.score_table(verdicts, stack_order)
+    scores = tables.score_table(verdicts, stack_order, plan.population)
     judged = {(v.mutant_id, v.stack): v for v in rows if v.verdict.is_judged}
     per_image = tables.per_image_table(verdicts, judged, originals, lambda key: load_outputs(out_dir, key)["logits"],
                                        images, program.labels, config.per_image_cap)
@@ -102,6 +102,9 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     write_csv(out_dir / schema.VERDICTS_CSV, verdicts)
     write_csv(out_dir / f"{schema.PER_IMAGE}.csv", per_image)
     write_csv(out_dir / schema.SCORES_CSV, scores)
+    write_csv(out_dir / schema.KILL_MATRIX_CSV,
+              tables.kill_matrix_table(verdicts, judged, originals, lambda key: load_outputs(out_dir, key), images,
+                                       config.criterion))
     write_csv(out_dir / schema.DISCREPANCIES_CSV, tables.discrepancy_table(verdicts, stack_order))
     write_json(out_dir / schema.IMAGES_JSON, image_records(images))
     built = store.finished_artifacts()

@@ -45,11 +45,18 @@ def _finite_or_none(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def score_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
-    """Verdict counts and mutation score per stack: overall, per operator, per level."""
+def score_table(verdicts: pd.DataFrame, stack_order: list[str],
+                population: dict[str, dict[str, int]] | None = None) -> pd.DataFrame:
+    """Verdict counts and mutation score per stack: overall, per operator, per level; each
+    score with its 95% Wilson interval, and the mutants taken (``sampled``) out of the sites
+    the group's operators have (``population``: stack -> operator -> sites; empty when unknown)."""
+    from reports.campaign import wilson_interval
+
+    population = population or {}
     rows = []
     for stack in stack_order:
         part = verdicts[verdicts["stack"] == stack]
+        sites = population.get(stack)
         groups = [("all", "all", part)]
         groups += [("operator", name, g) for name, g in part.groupby("operator", sort=False)]
         groups += [("level", name, g) for name, g in part.groupby("level", sort=False)]
@@ -57,12 +64,27 @@ def score_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
             counts = {v.value: int((g["verdict"] == v.value).sum()) for v in Verdict}
             denom = sum(counts[v.value] for v in SCORED)
             score = round(100.0 * counts[Verdict.KILLED.value] / denom, 2) if denom else None
+            interval = wilson_interval(counts[Verdict.KILLED.value], denom)
+            low, high = (round(interval[0], 2), round(interval[1], 2)) if interval else (None, None)
             measured = g["unstable"].dropna()
             unstable = int((measured == 1).sum()) if len(measured) else None  # None: not measured
-            rows.append({"stack": stack, "group": group, "key": key, **counts, "score": score, "unstable": unstable})
+            rows.append({"stack": stack, "group": group, "key": key, **counts, "score": score, "unstable": unstable,
+                         "score_low": low, "score_high": high, "sampled": len(g),
+                         "population": _population(sites, group, g)})
     frame = pd.DataFrame(rows, columns=schema.SCORE_COLUMNS)
-    frame["unstable"] = frame["unstable"].astype("Int64")
+    for column in ("unstable", "sampled", "population"):
+        frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def _population(sites: dict[str, int] | None, group: str, part: pd.DataFrame) -> int | None:
+    """The sites of a score group's operators (all of the stack's, or those in ``part``)."""
+    if sites is None:
+        return None
+    names = sites if group == "all" else part["operator"].unique()
+    if any(name not in sites for name in names):
+        return None
+    return int(sum(sites[name] for name in names))
 
 
 def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
@@ -116,6 +138,71 @@ def per_image_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str, s
     return pd.DataFrame(rows, columns=columns)
 
 
+def kill_matrix_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str, str], load_outputs, images,
+                      criterion) -> pd.DataFrame:
+    """kill_matrix.csv: one row per judged (killed or survived) mutant × stack × image;
+    ``killed_by_image`` is 1 when that image alone meets ``criterion`` (the criterion
+    evaluated on a one-image set), 0 when it does not, empty when fast kill did not run
+    the image. ``load_outputs(artifact key)`` reads a build's stored logits and latencies."""
+    columns = schema.KILL_MATRIX_COLUMNS
+    names = np.asarray(images.names, dtype=object)
+    originals_loaded: dict[str, dict] = {}
+    parts = []
+    for r in verdicts[["mutant_id", "stack"]].itertuples(index=False):
+        v = judged.get((r.mutant_id, r.stack))
+        if v is None:
+            continue
+        key = originals[r.stack]
+        if key not in originals_loaded:
+            originals_loaded[key] = load_outputs(key)
+        kills = pd.array(image_kills(criterion, originals_loaded[key], load_outputs(v.artifact)).astype(int),
+                         dtype="Int64")
+        if v.images_run is not None:  # fast kill stopped here: the later images were not run
+            kills[v.images_run:] = pd.NA
+        parts.append(pd.DataFrame({"mutant_id": r.mutant_id, "stack": r.stack, "image": names[: len(kills)],
+                                   "killed_by_image": kills}))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "killed_by_image" else object) for c in columns})
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
+    """Per image, whether that image alone meets ``criterion`` (``ref`` / ``out``: logits
+    and latencies of the original and the mutant). The metric's per-image form
+    (``<summary>_per_image`` beside its summary: the summary of one image) gives the
+    values; a metric without one is summarised on each image in turn."""
+    from operators.catalogue import _takes_k
+
+    metric = operators.CATALOGUE[criterion.metric]
+    n = len(out["logits"])
+    latencies = metric.inputs == "latencies"
+    if latencies:
+        a, b = np.asarray(ref["latencies"]).reshape(-1), np.asarray(out["latencies"]).reshape(-1)
+    else:
+        a, b = ref["logits"], out["logits"]
+    if len(a) != n or len(b) != n:
+        return np.zeros(n, dtype=bool)  # latencies not one per image: no image decides alone
+    per_image = _per_image_form(metric)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # a broken mutant's NaN rows are expected here
+        if per_image is not None:
+            values = per_image(a, b, k=5) if _takes_k(per_image) else per_image(a, b)
+        elif latencies:
+            values = [metric.evaluate(None, None, a[i:i + 1], b[i:i + 1], 5) for i in range(n)]
+        else:
+            values = [metric.evaluate(a[i:i + 1], b[i:i + 1], None, None, 5) for i in range(n)]
+    return np.array([criterion.is_killed({metric.name: float(x)}) for x in values], dtype=bool)
+
+
+def _per_image_form(metric):
+    """``<name>_per_image`` in the module of the metric's summary function, if there is one."""
+    import sys
+
+    name = getattr(metric.summary, "__name__", "")
+    module = sys.modules.get(getattr(metric.summary, "__module__", "") or "")
+    return getattr(module, f"{name}_per_image", None) if module is not None and name else None
+
+
 class _Top5:
     """Softmax top-5 per stored artifact, computed once per artifact."""
 
@@ -145,13 +232,25 @@ def format_scores(scores: pd.DataFrame) -> str:
     else:
         view["unstable"] = view["unstable"].astype(object).where(view["unstable"].notna(), "-")
     view["score"] = view["score"].map(lambda s: "-" if _missing(s) else f"{s:.1f}%")
-    return view.to_string(index=False)
+    view["95% CI"] = [("-" if _missing(lo) or _missing(hi) else f"{lo:.1f}-{hi:.1f}%")
+                      for lo, hi in zip(view["score_low"], view["score_high"])]
+    view["sampled"] = [("-" if pd.isna(n) else f"{n}/{total}" if not pd.isna(total) else f"{n}")
+                       for n, total in zip(view["sampled"], view["population"])]
+    return view.drop(columns=["score_low", "score_high", "population"]).to_string(index=False)
 
 
-def stacks_below(scores: pd.DataFrame, threshold: float) -> list[tuple[str, float]]:
-    """Stacks whose overall score is below ``threshold`` percent (a stack with no score is not)."""
-    return [(r.stack, float(r.score)) for r in scores[scores["group"] == "all"].itertuples(index=False)
-            if not _missing(r.score) and r.score < threshold]
+BOUNDS = ("score", "lower")  # what --fail-under compares: the score, or its interval's lower bound
+
+
+def stacks_below(scores: pd.DataFrame, threshold: float, bound: str = "score") -> list[tuple[str, float]]:
+    """Stacks whose overall score (``bound="score"``) or the lower end of its 95% interval
+    (``bound="lower"``) is below ``threshold`` percent, with that value (a stack with no
+    score is not)."""
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, not {bound!r}")
+    column = "score" if bound == "score" else "score_low"
+    return [(r["stack"], float(r[column])) for r in scores[scores["group"] == "all"].to_dict("records")
+            if not _missing(r[column]) and r[column] < threshold]
 
 
 def _missing(value) -> bool:

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the jobs on an existing Dask cluster instead of local worker processes")
     p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                    help="exit 3 when any stack's mutation score (percent) is below SCORE")
+    p.add_argument("--fail-under-bound", choices=["score", "lower"], default="score",
+                   help="what --fail-under compares with SCORE: the score itself (default), or the lower end "
+                   "of its 95%% Wilson interval (fail unless the score is surely above SCORE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--fast-kill", action="store_true", help="stop running images on a mutant once the kill "

@@ -23,16 +23,20 @@ def cmd_run(args) -> int:
         raise InputError("--jobs must be at least 1")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         raise InputError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
-    config = with_run_overrides(load_config(args.config), fast_kill=True if args.fast_kill else None,
-                                build_cache=args.build_cache, share_builds=False if args.no_share_builds else None)
+    # Jobs sent to a Dask cluster run on its machines: this one's CPU and GPU are not checked.
+    config = load_config(args.config, local_devices=not args.scheduler)
+    config = with_run_overrides(config, fast_kill=True if args.fast_kill else None, build_cache=args.build_cache,
+                                share_builds=False if args.no_share_builds else None)
     out = args.out or default_run_dir("campaign")
     result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
                           render=not args.no_report)
-    return finish(result, args.fail_under)
+    return finish(result, args.fail_under, args.fail_under_bound)
 
 
-def finish(result, fail_under: float | None) -> int:
-    """Print the scores and the folder; the exit status the gate asks for."""
+def finish(result, fail_under: float | None, bound: str = "score") -> int:
+    """Print the scores and the folder; the exit status the gate asks for. ``bound``:
+    ``score`` compares the score with ``fail_under``, ``lower`` the lower end of its 95%
+    interval."""
     from ..campaign import format_scores, stacks_below
 
     print(format_scores(result.scores))
@@ -42,10 +46,11 @@ def finish(result, fail_under: float | None) -> int:
     elif result.report_error:
         print(f"mutatenn: warning: report.html not written: {result.report_error}", file=sys.stderr)
     if fail_under is not None:
-        below = stacks_below(result.scores, fail_under)
-        for stack, score in below:
-            print(f"mutatenn: mutation score on stack {stack!r} is {score:.1f}%, below --fail-under {fail_under:g}%",
-                  file=sys.stderr)
+        below = stacks_below(result.scores, fail_under, bound)
+        for stack, value in below:
+            what = "mutation score" if bound == "score" else "lower bound of the 95% interval of the mutation score"
+            print(f"mutatenn: {what} on stack {stack!r} is {value:.1f}%, below --fail-under {fail_under:g}%"
+                  + (" (--fail-under-bound lower)" if bound == "lower" else ""), file=sys.stderr)
         if below:
             return FAIL_UNDER_EXIT
     return 0

@@ -61,6 +61,8 @@ class TVMRunner(Runner):
             check_tracker_key(target.rpc_host, target.rpc_port, target.rpc_key)
         elif target.device == "rpc":
             check_rpc_reachable(target.rpc_host, target.rpc_port)
+        else:  # a local CPU without the target's features, or no GPU: refused before any work
+            check_runnable(target)
 
     def use_executable(self, executable) -> None:
         """Run an executable built earlier (the build cache) instead of building."""
