@@ -137,6 +137,11 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model, via, local_devices)
     criterion = _criterion(raw.get("kill", {}))
+    if "accuracy_drop" in criterion.metrics:
+        from .images import load_image_set
+
+        if not load_image_set(images).has_labels:
+            raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)

@@ -63,13 +63,22 @@ def run_isolated(func: Callable, argument_lists: Iterable[tuple], jobs: int = 1,
     _switch_family(family, jobs)
     pending = list(enumerate(argument_lists))
     suspects: list[tuple[int, tuple]] = []
-    while pending:
-        batch, pending = pending, []
-        yield from _run_batch(func, batch, jobs, timeout, suspects)
-        # Jobs that shared a pool with a dying worker run again, one at a time.
-        for item in suspects:
-            yield from _run_batch(func, [item], 1, timeout, blame=True)
-        suspects = []
+    returned: set[int] = set()
+    for outcome in _run_all(func, pending, jobs, timeout, suspects):
+        if outcome.index in returned:
+            raise RuntimeError(f"job {outcome.index} came back twice from the worker pool")
+        returned.add(outcome.index)
+        yield outcome
+    lost = sorted({index for index, _ in pending} - returned)
+    if lost:  # every submitted job ends in an outcome, or the run fails loudly
+        raise RuntimeError(f"{len(lost)} of {len(pending)} jobs never came back from the worker pool: {lost[:10]}")
+
+
+def _run_all(func, pending, jobs, timeout, suspects) -> Iterator[Outcome]:
+    yield from _run_batch(func, pending, jobs, timeout, suspects)
+    # Jobs that shared a pool with a dying worker run again, one at a time.
+    for item in suspects:
+        yield from _run_batch(func, [item], 1, timeout, blame=True)
 
 
 def _run_batch(func, batch, jobs, timeout, suspects=None, blame=False) -> Iterator[Outcome]:
@@ -79,8 +88,9 @@ def _run_batch(func, batch, jobs, timeout, suspects=None, blame=False) -> Iterat
     queue = list(batch)
 
     def submit_next():
-        index, args = queue.pop(0)
-        fut = executor.submit(func, *args)
+        index, args = queue[0]
+        fut = executor.submit(func, *args)  # may raise on a broken pool: the job stays queued
+        queue.pop(0)
         futures[fut] = (index, args)
         started[fut] = time.monotonic()
 

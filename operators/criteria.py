@@ -1,8 +1,12 @@
 """Kill criteria: when a mutant's comparison values count as 'killed'.
 
-A criterion names one catalogue metric and a threshold. Its comparison follows the
+A term names one catalogue metric and a threshold. Its comparison follows the
 operator's direction: a higher-is-closer operator kills below the threshold
-("kendall_tau < 0.9"), a lower-is-closer one above it ("rel_l2 > 1e-3").
+("kendall_tau < 0.9"), a lower-is-closer one above it ("rel_l2 > 1e-3"). Two counts that
+are not catalogue metrics are terms too (`COUNT_TERMS`): ``flipped >= N`` (images whose
+top-1 label changed) and ``accuracy_drop > D`` (the original's accuracy minus the
+mutant's on labelled images, 0..1). Terms combine with ``and`` / ``or`` (``and`` binds
+tighter): "flipped >= 2 or rel_l2 > 1e-2".
 """
 from __future__ import annotations
 
@@ -10,9 +14,95 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from operators.catalogue import CATALOGUE, HIGHER_IS_CLOSER
 
 _CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<cmp>[^\sA-Za-z0-9_.+-]+)\s*(?P<thr>\S.*?)\s*$")
+
+
+# Terms that are counts over the images rather than catalogue metrics: name -> (comparison, doc).
+COUNT_TERMS = {
+    "flipped": (">=", "images whose top-1 label differs from the original's"),
+    "accuracy_drop": (">", "the original's accuracy minus the mutant's on labelled images (0..1)"),
+}
+
+
+@dataclass(frozen=True)
+class CountTerm:
+    """``flipped >= N`` or ``accuracy_drop > D``: read from the values the judge adds."""
+
+    metric: str
+    threshold: float
+
+    @property
+    def comparison(self) -> str:
+        return COUNT_TERMS[self.metric][0]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+    def is_killed(self, values) -> bool:
+        if self.metric not in values:
+            raise ValueError(f"kill criterion needs {self.metric!r}, which the values lack")
+        value = float(values[self.metric])
+        if not math.isfinite(value):
+            return False  # no labels, nothing measured: never a kill by this term
+        return value >= self.threshold if self.comparison == ">=" else value > self.threshold
+
+    def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
+        """Flipped images only grow as more images run; accuracy needs labels the worker lacks."""
+        if self.metric != "flipped":
+            return False
+        from operators import flipped_images
+
+        with np.errstate(all="ignore"):
+            return self.is_killed({"flipped": int(flipped_images(ref_logits[: len(prefix_logits)],
+                                                                 prefix_logits).sum())})
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.comparison} {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Killed when any part is (``or``)."""
+
+    parts: tuple
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for p in self.parts for m in p.metrics))
+
+    def is_killed(self, values) -> bool:
+        return any(p.is_killed(values) for p in self.parts)
+
+    def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
+        return any(p.met_by_prefix(ref_logits, prefix_logits) for p in self.parts)
+
+    def __str__(self) -> str:
+        return " or ".join(str(p) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Killed when every part is (``and``)."""
+
+    parts: tuple
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for p in self.parts for m in p.metrics))
+
+    def is_killed(self, values) -> bool:
+        return all(p.is_killed(values) for p in self.parts)
+
+    def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
+        return all(p.met_by_prefix(ref_logits, prefix_logits) for p in self.parts)
+
+    def __str__(self) -> str:
+        return " and ".join(str(p) for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -29,6 +119,10 @@ class KillCriterion:
                 or not math.isfinite(self.threshold):
             raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
         object.__setattr__(self, "threshold", float(self.threshold))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
 
     @property
     def comparison(self) -> str:
@@ -65,13 +159,41 @@ class KillCriterion:
         return f"{self.metric} {self.comparison} {self.threshold:g}"
 
 
-def parse_criterion(text: str) -> KillCriterion:
-    """Parse 'OPERATOR < THRESHOLD' or 'OPERATOR > THRESHOLD' (the side the operator's direction implies)."""
+def parse_criterion(text: str):
+    """Parse a criterion: terms 'METRIC < T' / 'METRIC > T' (the side the metric's direction
+    implies), 'flipped >= N', 'accuracy_drop > D', joined by 'and' / 'or' ('and' binds
+    tighter). One term gives a `KillCriterion` (or `CountTerm`), several an `AnyOf`/`AllOf`."""
     if not isinstance(text, str):
         raise ValueError(f"kill criterion must be text, got {type(text).__name__}")
-    m = _CRITERION.match(text)
+    alternatives = [part for part in re.split(r"\s+or\s+", text.strip())]
+    parsed = []
+    for alternative in alternatives:
+        terms = [_parse_term(t, text) for t in re.split(r"\s+and\s+", alternative)]
+        parsed.append(terms[0] if len(terms) == 1 else AllOf(tuple(terms)))
+    return parsed[0] if len(parsed) == 1 else AnyOf(tuple(parsed))
+
+
+def _parse_term(term: str, text: str):
+    """One 'NAME CMP NUMBER' term of ``text``."""
+    count = re.match(r"^\s*(flipped|accuracy_drop)\s*(>=|>)\s*(\S+)\s*$", term)
+    if count:
+        name, cmp, thr = count.groups()
+        if cmp != COUNT_TERMS[name][0]:
+            raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}; use {COUNT_TERMS[name][0]!r} "
+                             f"for {name}")
+        try:
+            threshold = float(thr)
+        except ValueError:
+            raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; expected a number") from None
+        if name == "flipped" and (threshold < 1 or threshold != int(threshold)):
+            raise ValueError(f"flipped >= N needs a whole number N >= 1, not {thr!r}")
+        if name == "accuracy_drop" and not 0 <= threshold < 1:
+            raise ValueError(f"accuracy_drop > D needs D in [0, 1), not {thr!r}")
+        return CountTerm(name, threshold)
+    m = _CRITERION.match(term)
     if not m:
-        raise ValueError(f"cannot read kill criterion {text!r}; expected e.g. 'top1_agreement < 1.0'")
+        raise ValueError(f"cannot read kill criterion {text!r}; expected e.g. 'top1_agreement < 1.0', "
+                         "'flipped >= 2' or 'rel_l2 > 1e-3 and top1_agreement < 1.0'")
     op, cmp, thr = m.group("op"), m.group("cmp"), m.group("thr")
     if op not in CATALOGUE:
         raise ValueError(f"unknown operator {op!r} in kill criterion {text!r}; known: {', '.join(CATALOGUE)}")

@@ -68,7 +68,8 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         pending = sum(m.status.value == "pending" for m in mutants)
         say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
                    f"{len(plan.artifacts)} distinct builds (originals included)")
-        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet)
+        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
+                                    truth=image_truth(config, program, images))
         orchestrator.run()
         store.set_meta("finished", rundir.now())
         # A resumed run adds its time to what the interrupted runs spent.
@@ -144,6 +145,18 @@ def plan_paths(config: CampaignConfig, paths: Paths):
     return found, Plan.merge(parts)
 
 
+def image_truth(config: CampaignConfig, program, images):
+    """The images' class indices, or None without labels; a criterion on accuracy needs them."""
+    from ..compare import label_indices
+    from ..errors import ConfigError
+
+    truth = label_indices(images, program.labels)
+    if truth is None and "accuracy_drop" in config.criterion.metrics:
+        raise ConfigError(f"config key 'kill.criterion': {config.criterion} needs labelled images; "
+                          f"{config.images!r} has none that name the model's classes")
+    return truth
+
+
 ORIGINAL_FAILED = "original program "  # how a pair crashed by its stack's original begins
 
 
@@ -151,8 +164,9 @@ class Orchestrator:
     """Runs the pending artifacts (originals first) and records each one as it finishes."""
 
     def __init__(self, config: CampaignConfig, plan: Plan, store: ResultStore, out_dir: Path, workers: int,
-                 client, quiet: bool):
+                 client, quiet: bool, truth=None):
         self.config, self.plan, self.store, self.out_dir = config, plan, store, out_dir
+        self.truth = truth  # the images' class indices (accuracy_drop criteria), None without labels
         self.workers, self.client, self.quiet = workers, client, quiet
         self.finished = store.finished_artifacts()
         self.counts = {v: 0 for v in Verdict}
@@ -260,7 +274,7 @@ class Orchestrator:
         if info["status"] != "done":
             return judge_failure(pair, info)
         ref = self._outputs(self.plan.originals[pair[1]])
-        return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion)
+        return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion, self.truth)
 
     def _outputs(self, key: str) -> dict:
         if key not in self.outputs_cache:

@@ -12,6 +12,14 @@ import operators
 from ..records import Verdict, VerdictRow
 
 
+def accuracy_drop(ref_logits, out_logits, truth) -> float:
+    """The original's top-1 accuracy minus the mutant's (NaN without labels)."""
+    if truth is None:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        return float(operators.accuracy(ref_logits, truth) - operators.accuracy(out_logits, truth))
+
+
 def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
     """A mutant whose build or run crashed or timed out: that is its verdict."""
     mutant_id, stack = pair
@@ -19,9 +27,10 @@ def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
                       build_s=artifact["build_s"], run_s=artifact["run_s"], log_tail=artifact["log_tail"] or "")
 
 
-def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion) -> VerdictRow:
-    """Killed or survived by ``criterion`` over every catalogue metric; flipped images and
-    stability come along so each row explains itself."""
+def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion, truth=None) -> VerdictRow:
+    """Killed or survived by ``criterion`` over every catalogue metric plus the counts of
+    `operators.criteria.COUNT_TERMS` (``truth``: the images' class indices, for accuracy);
+    flipped images and stability come along so each row explains itself."""
     mutant_id, stack = pair
     run = artifact.get("images_run")
     if run is not None:  # fast kill: the images not run count as agreeing (the bound the worker stopped on)
@@ -30,8 +39,10 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
     values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
     with np.errstate(all="ignore"):
         flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
-    killed = criterion.is_killed(values)
-    reason = f"{criterion.metric} = {values[criterion.metric]:.6g} (killed when {criterion})" if killed else ""
+    judged = {**values, "flipped": len(flipped), "accuracy_drop": accuracy_drop(ref["logits"], out["logits"], truth)}
+    killed = criterion.is_killed(judged)
+    shown = ", ".join(f"{m} = {judged[m]:.6g}" for m in criterion.metrics)
+    reason = f"{shown} (killed when {criterion})" if killed else ""
     unstable = artifact.get("unstable_images")
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],

@@ -168,7 +168,25 @@ def kill_matrix_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str,
 
 def image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
     """Per image, whether that image alone meets ``criterion`` (``ref`` / ``out``: logits
-    and latencies of the original and the mutant). The metric's per-image form
+    and latencies of the original and the mutant). A criterion of several terms combines
+    its terms' answers (``and``: all, ``or``: any); ``flipped >= N`` is met by one image
+    only for N = 1; ``accuracy_drop`` is never met by one image alone (no labels here)."""
+    from operators.criteria import AllOf, AnyOf, CountTerm
+
+    if isinstance(criterion, (AllOf, AnyOf)):
+        parts = np.array([image_kills(p, ref, out) for p in criterion.parts])
+        return parts.all(axis=0) if isinstance(criterion, AllOf) else parts.any(axis=0)
+    if isinstance(criterion, CountTerm):
+        n = len(out["logits"])
+        if criterion.metric != "flipped" or criterion.threshold > 1:
+            return np.zeros(n, dtype=bool)
+        with np.errstate(all="ignore"):
+            return np.asarray(operators.flipped_images(ref["logits"], out["logits"]), dtype=bool)
+    return _metric_image_kills(criterion, ref, out)
+
+
+def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
+    """One catalogue metric's term per image: the metric's per-image form
     (``<summary>_per_image`` beside its summary: the summary of one image) gives the
     values; a metric without one is summarised on each image in turn."""
     from operators.catalogue import _takes_k
