@@ -312,6 +312,26 @@ def parse_selection(value, key: str):
     return Selection(mode="sample", n=n, seed=seed)
 
 
+def _operator_entry(name: str, value, default, known: dict):
+    """One ``[mutants.operators]`` entry -> (operator name, selection). A table may mix
+    selection keys with the operator's parameters (``tir_store_add = { delta = -1e-8,
+    sample = 2 }``); parameters give the configured operator's name, ``NAME(k=v)``."""
+    key = f"mutants.operators.{name}"
+    if not isinstance(value, dict):
+        return name, (default if value == "default" else parse_selection(value, key))
+    params = {k: v for k, v in value.items() if k not in SELECTION_KEYS}
+    rest = {k: v for k, v in value.items() if k in SELECTION_KEYS}
+    if params:
+        if name not in known:
+            raise ConfigError(f"config key 'mutants.operators': unknown operator {name!r} "
+                              f"(see `mutatenn mutants --list-operators`)")
+        try:
+            name = known[name].configure(**params).name
+        except ValueError as err:
+            raise ConfigError(f"config key {key!r}: {err}") from None
+    return name, (parse_selection(rest, key) if rest else default)
+
+
 def _mutants(table) -> tuple[list[str] | None, dict]:
     import mutators
 
@@ -327,7 +347,7 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     known = {op.name: op for op in mutators.catalogue()}
     requested = table.get("operators")
     if requested is None:
-        chosen = {name: default for name in known}
+        chosen = {name: default for name, op in known.items() if op.by_default}
     elif isinstance(requested, list):
         chosen = {}
         for name in requested:
@@ -335,16 +355,15 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
                 raise ConfigError(f"config key 'mutants.operators': expected operator names, got {name!r}")
             chosen[name] = default
     elif isinstance(requested, dict):
-        chosen = {name: (default if sel == "default" else parse_selection(sel, f"mutants.operators.{name}"))
-                  for name, sel in requested.items()}
+        chosen = dict(_operator_entry(name, sel, default, known) for name, sel in requested.items())
     else:
         raise ConfigError("config key 'mutants.operators': expected a list of names or a table name -> selection")
     for name in chosen:
-        if name not in known:
+        if name.partition("(")[0] not in known:
             raise ConfigError(f"config key 'mutants.operators': unknown operator {name!r} "
                             f"(see `mutatenn mutants --list-operators`)")
     if levels is not None:
-        chosen = {n: s for n, s in chosen.items() if known[n].level in levels}
+        chosen = {n: s for n, s in chosen.items() if known[n.partition("(")[0]].level in levels}
     if not chosen:
         raise ConfigError("config key 'mutants': selects no operator")
     return levels, chosen

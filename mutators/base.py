@@ -114,6 +114,33 @@ class MutationOperator:
     level: str = ""
     doc: str = ""
     works_on: str = "relax"  # "relax": sites of the Relax module; "lowered": of the LegalizeOps output
+    params: dict = {}  # parameter name -> default, for operators that take parameters (`configure`)
+    # False: only when named (parameterised forms whose defaults repeat a fixed operator,
+    # so campaigns over "every operator" do not count one mutant twice)
+    by_default: bool = True
+
+    def configure(self, **values) -> "MutationOperator":
+        """This operator with some parameters set: a new operator named ``NAME(k=v, ...)``,
+        from which a worker rebuilds it (`generate.operator_by_name`). Unknown names and
+        bad values raise ValueError naming them."""
+        if not values:
+            return self
+        unknown = sorted(set(values) - set(self.params))
+        if unknown:
+            known = ", ".join(self.params) or "none"
+            raise ValueError(f"operator {self.name!r} has no parameter {unknown[0]!r} (parameters: {known})")
+        checked = {k: self.check_param(k, v) for k, v in sorted(values.items())}
+        operator = self.with_params({**self.params, **checked})
+        operator.name = f"{self.name}({', '.join(f'{k}={v}' for k, v in checked.items())})"
+        return operator
+
+    def check_param(self, name: str, value):
+        """``value`` for parameter ``name``, checked (ValueError naming the problem)."""
+        return value
+
+    def with_params(self, params: dict) -> "MutationOperator":
+        """A new operator of this kind with every parameter in ``params`` set."""
+        raise NotImplementedError(f"{type(self).__name__} takes no parameters")
 
     def sites(self, mod: tvm.IRModule) -> list[Site]:
         """All sites of this operator in ``mod``, in a deterministic order."""

@@ -16,15 +16,34 @@ def catalogue() -> tuple[MutationOperator, ...]:
 
 
 def operator_by_name(name: str) -> MutationOperator:
+    """An operator by catalogue name, or ``NAME(k=v, ...)``: a parameterised operator
+    configured with those values (the name `MutationOperator.configure` gives it)."""
+    base, _, rest = name.partition("(")
     for op in catalogue():
-        if op.name == name:
-            return op
+        if op.name == base:
+            return op.configure(**parse_params(rest.rstrip(")"))) if rest else op
     known = ", ".join(op.name for op in catalogue())
     raise KeyError(f"unknown mutation operator {name!r} (known: {known})")
 
 
+def parse_params(text: str) -> dict:
+    """``k=v, ...`` of an operator name: numbers as numbers, anything else as text."""
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = (x.strip() for x in item.partition("="))
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
 def select_operators(names: Iterable[str] | None = None, levels: Iterable[str] | None = None) -> list[MutationOperator]:
-    ops = list(catalogue())
+    """The operators named (``NAME`` or ``NAME(k=v)``), else every operator used by default."""
+    ops = [op for op in catalogue() if op.by_default]
     if names:
         ops = [operator_by_name(n) for n in names]
     if levels:

@@ -255,22 +255,38 @@ _UNARY = {"exp": relax.op.exp, "round": relax.op.round, "negate": relax.op.negat
 
 
 class InsertOp(GraphOperator):
-    """Insert ``fn`` on the data input (before) or on the output (after) of a target op."""
+    """Insert ``fn`` on the data input (before) or on the output (after) of a target op.
+    The ``before`` forms take parameter ``arg``: which of the op's arguments gets it (-1,
+    the default: the data input; 1: a conv2d's or matmul's weight)."""
 
-    def __init__(self, fn: str, where: str):
+    def __init__(self, fn: str, where: str, arg: int = -1):
         what = {"exp": "exp", "round": "round", "negate": "negation",
                 "transpose": "a transpose of two equal-size axes"}[fn]
-        super().__init__(f"insert_{fn}_{where}",
-                         f"Insert {what} {where} a {'/'.join(INSERT_TARGETS)} op "
-                         f"({'on its data input' if where == 'before' else 'on its output'}).")
-        self.fn, self.where = fn, where
+        on = "on its output" if where == "after" else ("on its data input" if arg < 0 else f"on its argument {arg}")
+        super().__init__(f"insert_{fn}_{where}", f"Insert {what} {where} a {'/'.join(INSERT_TARGETS)} op ({on}).")
+        self.fn, self.where, self.arg = fn, where, arg
+        self.params = {"arg": arg} if where == "before" else {}
+
+    def check_param(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError(f"operator {self.name!r}: arg must be an argument index (0, 1, ...) or -1 "
+                             f"(the data input), not {value!r}")
+        return value
+
+    def with_params(self, params):
+        return InsertOp(self.fn, self.where, params["arg"])
+
+    def _argument(self, layer) -> int:
+        return layer.data if self.arg < 0 else self.arg
 
     def layer_sites(self, mod):
         out = []
         for layer in GraphIndex(mod).layers:
             if layer.kind not in INSERT_TARGETS or layer.data < 0:
                 continue
-            ty = layer.in_ty if self.where == "before" else layer.out_ty
+            if self.where == "before" and self._argument(layer) >= len(layer.call.args):
+                continue
+            ty = layer.call.args[self._argument(layer)].ty if self.where == "before" else layer.out_ty
             if not _is_float(ty):
                 continue
             axes = None
@@ -279,7 +295,8 @@ class InsertOp(GraphOperator):
                 if axes is None:
                     continue
             tail = f", axes {axes[0]}<->{axes[1]}" if axes else ""
-            out.append((f"{self.fn} {self.where} {layer.describe()}{tail}", (layer, axes)))
+            arg = f" (argument {self.arg})" if self.where == "before" and self.arg >= 0 else ""
+            out.append((f"{self.fn} {self.where} {layer.describe()}{arg}{tail}", (layer, axes)))
         return out
 
     def _wrap(self, expr, axes, ty):
@@ -294,7 +311,8 @@ class InsertOp(GraphOperator):
 
         def before(call, _):
             args = list(call.args)
-            args[layer.data] = self._wrap(args[layer.data], axes, layer.in_ty)
+            index = self._argument(layer)
+            args[index] = self._wrap(args[index], axes, args[index].ty)
             return tvm.ir.Call(call.op, args, call.attrs)
 
         return rewrite_binding(mod, layer.call_pos, before)

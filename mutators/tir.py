@@ -76,6 +76,17 @@ def _one(dtype: str, value: float):
     return tirx.const(int(value) if not dtype.startswith(("float", "bfloat")) else float(value), dtype)
 
 
+def _finite_number(operator: str, name: str, value, nonzero: bool = False) -> float:
+    """An operator parameter that must be a finite number (and not 0 where 0 changes nothing)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"operator {operator!r}: {name} must be a finite number, not {value!r}")
+    if nonzero and value == 0:
+        raise ValueError(f"operator {operator!r}: {name} = 0 changes nothing")
+    return value
+
+
 def _is_numeric(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat", "int", "uint"))
 
@@ -333,16 +344,28 @@ class CompareSwap(_ConditionOperator):
 
 
 class ThresholdShift(_ConditionOperator):
-    """Move the right-hand side of one comparison by a constant (``a < b`` -> ``a < b + 1``)."""
+    """Move the right-hand side of one comparison by a constant (``a < b`` -> ``a < b + 1``).
+    ``tir_cond_rhs_shift`` takes the shift as parameter ``delta``; a fractional shift
+    applies to float comparisons only."""
 
-    def __init__(self, delta: int):
+    def __init__(self, delta: float, name: str = ""):
         self.delta = delta
         sign = "plus" if delta > 0 else "minus"
-        self.name = f"tir_cond_rhs_{sign}{abs(delta)}"
-        self.doc = f"In a TIR condition, shift the right-hand side of a comparison by {delta:+d}."
+        self.name = name or f"tir_cond_rhs_{sign}{abs(delta)}"
+        self.params = {"delta": delta} if name else {}
+        self.by_default = not name
+        self.doc = f"In a TIR condition, shift the right-hand side of a comparison by {delta:+g}."
+
+    def check_param(self, name, value):
+        return _finite_number(self.name, name, value, nonzero=True)
+
+    def with_params(self, params):
+        return ThresholdShift(params["delta"], self.name)
 
     def comparison_eligible(self, cmp) -> bool:
-        return _is_numeric(_dtype(cmp.b))
+        dtype = _dtype(cmp.b)
+        whole = float(self.delta).is_integer()
+        return _is_numeric(dtype) and (whole or dtype.startswith(("float", "bfloat")))
 
     def rewrite_comparison(self, cmp):
         dtype = _dtype(cmp.b)
@@ -425,13 +448,27 @@ def _fold_overflow(value, dtype: str, narrow: str):
     return tirx.const(_round_trip(value.value, dtype, narrow)[1], dtype)
 
 
-class StoreCast(_StoreOperator):
-    """Round the stored value through a narrower type and back."""
+CAST_DTYPES = ("float16", "bfloat16", "int8", "int16", "int32", "uint8")
 
-    def __init__(self, dtype: str):
+
+class StoreCast(_StoreOperator):
+    """Round the stored value through a narrower type and back (``tir_store_cast`` takes
+    the type as parameter ``dtype``)."""
+
+    def __init__(self, dtype: str, name: str = ""):
         self.dtype = dtype
-        self.name = f"tir_store_cast_{dtype}"
+        self.name = name or f"tir_store_cast_{dtype}"
+        self.params = {"dtype": dtype} if name else {}
+        self.by_default = not name
         self.doc = f"At a TIR buffer store, cast the value to {dtype} and back to the buffer's type."
+
+    def check_param(self, name, value):
+        if value not in CAST_DTYPES:
+            raise ValueError(f"operator {self.name!r}: dtype must be one of {', '.join(CAST_DTYPES)}, not {value!r}")
+        return value
+
+    def with_params(self, params):
+        return StoreCast(params["dtype"], self.name)
 
     def store_eligible(self, store) -> bool:
         return str(store.buffer.ty.dtype) != self.dtype
@@ -464,12 +501,28 @@ class StoreArith(_StoreOperator):
     _OPS = {"add": (tirx.Add, "add {c} to"), "sub": (tirx.Sub, "subtract {c} from"),
             "scale": (tirx.Mul, "multiply by {c}")}
 
-    def __init__(self, kind: str, constant: float):
+    _PARAM = {"add": "delta", "sub": "delta", "scale": "factor"}
+
+    def __init__(self, kind: str, constant: float, name: str = ""):
+        """``name`` given: the parameterised form (``tir_store_add``, ``tir_store_scale``)."""
         self.kind = kind
         self.constant = constant
         text = f"{constant:g}"
-        self.name = f"tir_store_{kind}{text.replace('.', '_')}"
+        self.name = name or f"tir_store_{kind}{text.replace('.', '_')}"
+        self.params = {self._PARAM[kind]: constant} if name else {}
+        self.by_default = not name
         self.doc = f"At a TIR buffer store, {self._OPS[kind][1].format(c=text)} the stored value."
+
+    def check_param(self, name, value):
+        return _finite_number(self.name, name, value, nonzero=self.kind != "scale")
+
+    def with_params(self, params):
+        return StoreArith(self.kind, params[self._PARAM[self.kind]], self.name)
+
+    def store_eligible(self, store) -> bool:
+        """A fractional constant changes float stores only (it would truncate to 0 on ints)."""
+        whole = float(self.constant).is_integer()
+        return whole or str(store.buffer.ty.dtype).startswith(("float", "bfloat"))
 
     def new_value(self, store):
         dtype = str(store.buffer.ty.dtype)
@@ -552,6 +605,11 @@ OPERATORS = (
     StoreArith("scale", 2),
     LoopExtentMinus1(),
     LoopMinPlus1(),
+    # Parameterised forms (config: `tir_store_add = { delta = -1e-8 }`); defaults as above.
+    ThresholdShift(1, name="tir_cond_rhs_shift"),
+    StoreCast("float16", name="tir_store_cast"),
+    StoreArith("add", 1, name="tir_store_add"),
+    StoreArith("scale", 2, name="tir_store_scale"),
 )
 
 
@@ -610,3 +668,6 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                            Example("cnn", 28, "T.grid(T.int64(1), T.int64(10), T.int64(16))",
                                    "for k in range(T.int64(1), T.int64(16)):")),
 }
+# The parameterised forms at their defaults mutate exactly as the fixed operators above.
+EXAMPLES.update({"tir_cond_rhs_shift": EXAMPLES["tir_cond_rhs_plus1"], "tir_store_cast": EXAMPLES["tir_store_cast_float16"],
+                 "tir_store_add": EXAMPLES["tir_store_add1"], "tir_store_scale": EXAMPLES["tir_store_scale2"]})

@@ -96,7 +96,7 @@ def enumerate_selected(program, config: CampaignConfig) -> list:
         for m in mutants:
             found[m.id] = m
     order = {op.name: i for i, op in enumerate(mutators.catalogue())}
-    return sorted(found.values(), key=lambda m: (order[m.operator], m.site_index))
+    return sorted(found.values(), key=lambda m: (order[m.operator.partition("(")[0]], m.site_index))
 
 
 def make_plan(program, config: CampaignConfig, mutants: list, stacks: list[StackSpec] | None = None) -> Plan:

@@ -17,10 +17,12 @@ def cmd_mutants(args) -> int:
     if args.list_operators:
         ops = mutators.catalogue()
         if args.json:
-            print(json.dumps([{"name": op.name, "level": op.level, "doc": op.doc} for op in ops], indent=2))
+            print(json.dumps([{"name": op.name, "level": op.level, "doc": op.doc, "params": dict(op.params)}
+                              for op in ops], indent=2))
         else:
             for op in ops:
-                print(f"{op.name:32s} {op.level:7s} {op.doc}")
+                params = ", ".join(f"{k} = {v!r}" for k, v in op.params.items())
+                print(f"{op.name:32s} {op.level:7s} {op.doc}" + (f"  [parameters: {params}]" if params else ""))
         return 0
     if not args.model:
         raise InputError("mutants: give --model MODEL (or --list-operators)")

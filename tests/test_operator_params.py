@@ -1,0 +1,89 @@
+"""Parameterised mutation operators: parameters in the config, operator names that carry
+them (so worker processes rebuild the same mutant), the catalogue's defaults, bad values."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import mutators
+from conftest import run_cli
+from mutatenn.cli import main
+from mutatenn.config import parse_config
+
+CONFIG = """
+[model]
+spec = "digits"
+[images]
+spec = "digits:16"
+[mutants.operators]
+{operators}
+[[stacks]]
+name = "cpu"
+target = "cpu"
+[run]
+timeout = 300
+jobs = 2
+"""
+OPERATORS = """tir_store_add = { delta = -1e-8, positions = [0] }
+tir_store_scale = { factor = 3, positions = [0] }
+tir_store_cast = { dtype = "int8", positions = [0] }
+insert_transpose_before = { arg = 1 }
+"""
+
+
+def test_parameters_reach_the_built_mutants(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(operators=OPERATORS))
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--no-report"]) == 0
+    mutants = {m["id"]: m for m in json.loads((out / "mutants.json").read_text())}
+    assert {"tir_store_add(delta=-1e-08)#0", "tir_store_scale(factor=3)#0", "tir_store_cast(dtype=int8)#0"} <= set(mutants)
+    assert "T.float32(-1e-08)" in mutants["tir_store_add(delta=-1e-08)#0"]["diff"]
+    assert "T.float32(3.0)" in mutants["tir_store_scale(factor=3)#0"]["diff"]
+    assert 'T.Cast("int8"' in mutants["tir_store_cast(dtype=int8)#0"]["diff"]
+    weights = [m for i, m in mutants.items() if i.startswith("insert_transpose_before(arg=1)#")]
+    assert weights and all("(argument 1)" in m["site"] for m in weights)  # the weight, not the data input
+    verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
+    built = verdicts[verdicts["verdict"].isin(["killed", "survived"])]["mutant_id"]
+    # Workers rebuilt each from its name alone (a wrong rebuild fails the planned-hash check).
+    assert {"tir_store_add(delta=-1e-08)#0", "tir_store_scale(factor=3)#0"} <= set(built)
+
+
+def test_a_named_parameterised_operator_equals_its_fixed_twin_at_the_defaults(digits_program):
+    one = mutators.make_mutant(digits_program.mod, "tir_store_add", 0, with_diff=False)
+    twin = mutators.make_mutant(digits_program.mod, "tir_store_add1", 0, with_diff=False)
+    again = mutators.make_mutant(digits_program.mod, "tir_store_add(delta=1)", 0, with_diff=False)
+    assert one.hash == twin.hash == again.hash
+
+
+def test_default_campaigns_take_each_mutation_once():
+    config = parse_config({"model": "digits", "images": "digits:4", "stacks": [{"target": "cpu"}]})
+    assert not {"tir_store_add", "tir_store_scale", "tir_store_cast", "tir_cond_rhs_shift"} & set(config.operators)
+    assert {"tir_store_add1", "tir_store_scale2", "insert_transpose_before"} <= set(config.operators)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('tir_store_add = { step = 1 }', "has no parameter 'step' (parameters: delta)"),
+    ('tir_store_add = { delta = "x" }', "delta must be a finite number"),
+    ('tir_store_add = { delta = 0 }', "delta = 0 changes nothing"),
+    ('tir_store_cast = { dtype = "float8" }', "dtype must be one of float16, bfloat16"),
+    ('insert_transpose_before = { arg = -2 }', "arg must be an argument index"),
+    ('tir_lt_to_le = { delta = 1 }', "has no parameter 'delta' (parameters: none)"),
+])
+def test_bad_parameters_are_one_line_naming_the_key(tmp_path, capsys, entry, message):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(operators=entry))
+    code = main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mutatenn: error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err
+    assert "mutants.operators." in errors[0] and not (tmp_path / "run").exists()
+
+
+def test_the_catalogue_lists_parameters_and_defaults():
+    proc = run_cli("mutants", "--list-operators", "--json")
+    listed = {op["name"]: op["params"] for op in json.loads(proc.stdout)}
+    assert listed["tir_store_add"] == {"delta": 1} and listed["tir_store_cast"] == {"dtype": "float16"}
+    assert listed["insert_transpose_before"] == {"arg": -1} and listed["tir_lt_to_le"] == {}
