@@ -158,7 +158,7 @@ def test_every_site_mutates_exactly_its_primfunc(modules, module):
     memo: dict = {}
     hashes = set()
     equivalent: dict = {}
-    for op in tir.OPERATORS:
+    for op in [op for op in tir.OPERATORS if op.by_default]:  # parameterised forms repeat these at their defaults
         sites = op.sites(mod)
         again = op.sites(mod)
         assert [(s.index, s.description, s.key) for s in sites] == [(s.index, s.description, s.key) for s in again]
