@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 import mutators
-from conftest import run_cli
 from mutatenn.cli import main
 from mutatenn.config import parse_config
 
