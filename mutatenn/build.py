@@ -52,9 +52,10 @@ TRACKER_SYNTAX = "rpc-tracker://HOST:PORT/KEY[/TARGET]"
 @dataclass(frozen=True)
 class BuildOptions:
     """How a program is built: opt level, passes switched off or forced, fast math, the
-    loop schedule (`SCHEDULES`; ``tuning_db`` is the tuning database of a "tuned" build)
-    and TIR lowering options (``tir_options``: sorted (name, value) pairs of
-    `mutators.passes.TIR_OPTIONS`, TVM's defaults dropped; a dict is accepted)."""
+    loop schedule (`SCHEDULES`; ``tuning_db`` is the tuning database of a "tuned" build),
+    TIR lowering options (``tir_options``: sorted (name, value) pairs of
+    `mutators.passes.TIR_OPTIONS`, TVM's defaults dropped; a dict is accepted) and
+    ``bounds_check``: every buffer access asserted inside its buffer (`mutatenn.bounds`)."""
 
     opt_level: int = DEFAULT_OPT_LEVEL
     disabled_pass: tuple[str, ...] = ()
@@ -63,6 +64,7 @@ class BuildOptions:
     schedule: str = DEFAULT_SCHEDULE
     tuning_db: str = ""
     tir_options: tuple = ()
+    bounds_check: bool = False
 
     def __post_init__(self):
         if self.opt_level not in OPT_LEVEL_PASSES:
@@ -84,7 +86,8 @@ class BuildOptions:
         without FuseTIR must not switch FuseTIR back on)."""
         fields = {"opt_level": self.opt_level, "disabled_pass": self.disabled_pass,
                   "required_pass": self.required_pass, "fast_math": self.fast_math,
-                  "schedule": self.schedule, "tuning_db": self.tuning_db, "tir_options": self.tir_options}
+                  "schedule": self.schedule, "tuning_db": self.tuning_db, "tir_options": self.tir_options,
+                  "bounds_check": self.bounds_check}
         for key, value in overrides.items():
             if key not in fields:
                 raise InputError(f"unknown build option {key!r}")
@@ -114,10 +117,12 @@ class BuildOptions:
     def key(self) -> str:
         """What decides the built code: the passes run, the schedule, the TIR options
         (only when set, so older keys stay valid) and, for a tuned build, the tuning
-        records' content (a re-tuned database is another build)."""
+        records' content (a re-tuned database is another build); bounds checks only when on."""
         data = {"passes": self.passes(), "schedule": self.schedule}
         if self.tir_options:
             data["tir"] = dict(self.tir_options)
+        if self.bounds_check:
+            data["bounds_check"] = True
         if self.schedule == "tuned":
             data["tuning"] = database_digest(self.tuning_db)
         return json.dumps(data, sort_keys=True)
@@ -129,6 +134,8 @@ class BuildOptions:
         if self.schedule != DEFAULT_SCHEDULE:
             extra.append(f"schedule={self.schedule}")
         extra += [name if value is True else f"{name}={json.dumps(value)}" for name, value in self.tir_options]
+        if self.bounds_check:
+            extra.append("bounds_check")
         return f"O{self.opt_level}" + ("," + ",".join(extra) if extra else "")
 
 
@@ -330,7 +337,15 @@ def relax_pipeline(target: Target, options: BuildOptions, stats: BuildStats | No
     # it cannot for every pass: DecomposeOpsForInference calls itself "DecomposeOps").
     runs = set(options.passes())
     passes += [spec.create() for spec in PIPELINE if not spec.optional or spec.name in runs]
+    if options.bounds_check:  # on the fused (possibly mutated) PrimFuncs, before scheduling and flattening
+        from .bounds import bounds_check_pass
+
+        passes.append(bounds_check_pass())
     passes += schedule_passes(target, options, stats)
+    if options.bounds_check:  # checked loops stay serial: TVM loses a failed check in a parallel loop
+        from .bounds import serial_checks_pass
+
+        passes.append(serial_checks_pass())
     passes += [
         relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
         relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),

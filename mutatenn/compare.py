@@ -14,7 +14,7 @@ import pandas as pd
 import operators
 from reports import schema
 
-from . import __version__
+from . import __version__, golden
 from .errors import InputError
 from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .frameworks import Source
@@ -153,27 +153,43 @@ def align_label_spaces(results: dict[str, VariantResult], baseline: str) -> list
 
 
 def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
-            pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True) -> Comparison:
+            pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True,
+            save_outputs: Path | None = None) -> Comparison:
+    """``baseline_text`` ``saved:DIR[:VARIANT]``: saved outputs (`golden`) are the baseline;
+    ``save_outputs``: a new or empty folder that receives every variant's outputs."""
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
-    baseline = parse_variant(baseline_text)
+    saved = golden.parse_saved_baseline(baseline_text) if golden.is_saved(baseline_text) else None
+    baseline = Variant(saved.text, "saved") if saved else parse_variant(baseline_text)
     variants = [v for v in parse_variant_list(variants_text) if v.text != baseline.text]
     if not variants:
         raise InputError("--variants names no variant other than the baseline")
-    for v in [baseline] + variants:
+    ordered = [baseline] + variants
+    to_run = variants if saved else ordered  # a saved baseline is read, not run
+    for v in to_run:
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
     source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)[0]
-    ordered = [baseline] + variants
-    sources = variant_sources(source, ordered, pretrained)
-    paths = variant_paths(sources, ordered)
-    _check_tuning_records(source, ordered)
+    saved_notes = saved.check(source, pretrained, images_spec, images) if saved else []
+    saved_result = saved.result() if saved else None  # read now: an unreadable file stops before any build
+    sources = variant_sources(source, to_run, pretrained)
+    paths = variant_paths(sources, to_run)
+    if saved:
+        paths = {baseline.text: saved.path_text, **paths}
+    _check_tuning_records(source, to_run)
+    save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
-    results = run_variants(sources, images_spec, images, ordered, pretrained, jobs)
+    results = run_variants(sources, images_spec, images, to_run, pretrained, jobs)
+    if saved:
+        results = {baseline.text: saved_result, **results}
+    if save_dir is not None:  # before label-space alignment: a replay aligns again
+        golden.save_outputs(save_dir, source, pretrained, images_spec, images,
+                            {k: r for k, r in results.items() if not saved or k != baseline.text},
+                            None if saved else baseline.text)
     errors = {name: r.error for name, r in results.items() if r.error}
     if baseline.text in errors:
         raise InputError(f"baseline {baseline.text} failed: {errors[baseline.text]}")
-    aligned = align_label_spaces(results, baseline.text)
+    aligned = saved_notes + align_label_spaces(results, baseline.text)
     truth = label_indices(images, source.labels)
     ok = [v.text for v in ordered if not results[v.text].error]
     table = _comparison_table(results, baseline.text, [v.text for v in variants], truth,

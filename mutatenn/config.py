@@ -29,6 +29,8 @@ DEFAULT_PER_IMAGE_CAP = 50
 SELECTION_KEYS = {"every", "positions", "sample", "seed"}
 TOP_LEVEL_KEYS = {"model", "images", "mutants", "stacks", "kill", "run"}
 MAX_REPEATS = 20
+# [run] rejudge_unstable: how the mutant × stack pairs flagged unstable are rebuilt and judged again.
+REJUDGE_METHODS = ("bounds_check",)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class StackSpec:
                 "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
                 "schedule": self.options.schedule, "build": self.options.label(),
                 "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options),
-                "via": self.via}
+                "via": self.via, "bounds_check": self.options.bounds_check}
 
 
 @dataclass
@@ -81,6 +83,9 @@ class CampaignConfig:
     raw: dict = field(default_factory=dict)  # the TOML as read, stored with the results
     source: str = ""
     via: str = ""  # [model] via: the import path of stacks that name none (empty: the framework's default)
+    # [run] rejudge_unstable: "bounds_check" rebuilds the pairs flagged unstable with bounds
+    # checks after the campaign (`campaign.engine.Rejudge`); empty: no second look.
+    rejudge_unstable: str = ""
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -143,7 +148,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
         if not load_image_set(images).has_labels:
             raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
-                                             "share_builds", "build_cache", "fast_kill"})
+                                             "share_builds", "build_cache", "fast_kill", "rejudge_unstable"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -157,8 +162,23 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     repeats = int(_number(run, "repeats", 1, "run.repeats", minimum=1, integer=True))
     if repeats > MAX_REPEATS:
         raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
+    rejudge = _rejudge_unstable(run, repeats)
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via)
+                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
+                          rejudge_unstable=rejudge)
+
+
+def _rejudge_unstable(run: dict, repeats: int) -> str:
+    """``[run] rejudge_unstable``: a method of `REJUDGE_METHODS`; unstable pairs are found
+    only by repeating every run, so it needs ``repeats >= 2``."""
+    method = _string(run, "rejudge_unstable", "run.rejudge_unstable") or ""
+    if method and method not in REJUDGE_METHODS:
+        raise ConfigError(f"config key 'run.rejudge_unstable': must be one of {', '.join(REJUDGE_METHODS)}, "
+                          f"not {method!r}")
+    if method and repeats < 2:
+        raise ConfigError(f"config key 'run.rejudge_unstable': needs run.repeats >= 2 (a mutant is flagged unstable "
+                          f"when its repeated runs differ), got repeats = {repeats}")
+    return method
 
 
 def _flag(table: dict, name: str, default: bool) -> bool:
@@ -378,7 +398,7 @@ def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) 
     for i, table in enumerate(value):
         key = f"stacks[{i}]"
         table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
-                                    "fast_math", "schedule", "tir_options", "via"})
+                                    "fast_math", "schedule", "tir_options", "via", "bounds_check"})
         target = _string(table, "target", f"{key}.target", required=True)
         try:
             parse_target(target)
@@ -400,7 +420,8 @@ def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) 
             raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
                                schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key, via or model_via),
-                               required_pass=_required_passes(table, key), tir_options=_tir_options(table, key))
+                               required_pass=_required_passes(table, key), tir_options=_tir_options(table, key),
+                               bounds_check=_bounds_check(table, key, target))
         name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
         if name in names:
             raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
@@ -422,6 +443,17 @@ def _check_runs_here(target_name: str, key: str) -> None:
         check_runnable(target)
     except TargetError as err:
         raise ConfigError(f"config key '{key}': {err}") from None
+
+
+def _bounds_check(table: dict, key: str, target_name: str) -> bool:
+    """A stack's ``bounds_check``: every buffer access of its builds asserted in bounds
+    (`mutatenn.bounds`); CPU (LLVM) code only, local or over RPC."""
+    value = table.get("bounds_check", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}.bounds_check': expected true or false")
+    if value and parse_target(target_name).spec["kind"] != "llvm":
+        raise ConfigError(f"config key '{key}.bounds_check': bounds checks are for CPU (LLVM) targets only")
+    return value
 
 
 def _required_passes(table: dict, key: str) -> tuple[str, ...]:

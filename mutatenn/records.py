@@ -22,8 +22,13 @@ class JobStatus(str, Enum):
     """How a job in a worker process ended."""
 
     DONE = "done"
-    CRASHED = "crashed"  # build or run raised, or the worker died (segfault, abort, OOM kill)
+    CRASHED = "crashed"  # the run raised, or the worker died (segfault, abort, OOM kill)
+    MEMORY_ERROR = "memory_error"  # the run failed a bounds check (`mutatenn.bounds`)
     TIMED_OUT = "timed_out"  # no result within the timeout; the worker was killed
+    BUILD_ERROR = "build_error"  # the build raised: the compiler refused the program
+    # MutateNN's own failure before anything was built (the mutant rebuilt differently from
+    # the plan, a program that no longer loads): never a verdict; the coordinator stops.
+    INTERNAL_ERROR = "internal_error"
 
     def __str__(self) -> str:
         return self.value

@@ -69,8 +69,9 @@ class CampaignCaps:
 
 
 # Verdicts whose mutants get full detail, most informative first: a survivor shows a
-# gap in the comparison operators, a crash a fragile stack.
-_DETAIL_PRIORITY = {"survived": 0, "crashed": 1, "timed_out": 1, "killed": 2}
+# gap in the comparison operators, a crash a fragile stack, a memory error the access a
+# bounds check caught, a build error what the compiler refused.
+_DETAIL_PRIORITY = {"survived": 0, "crashed": 1, "memory_error": 1, "timed_out": 1, "build_error": 1, "killed": 2}
 
 # The mutant table shows these metrics when the run measured them (the details show all).
 TABLE_METRICS = ("top1_agreement", "kendall_tau", "max_abs_error", "cosine")
@@ -238,7 +239,8 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         scored = sum(int(r[v]) for v in SCORED_VERDICTS)
         title = (f"{op} on {stack}: {_score_text(f)}, 95% interval {_interval_text(r)} "
                  f"({int(r['killed'])} killed of {scored} scored; "
-                 f"{int(r['non_viable'])} non-viable, {int(r['equivalent'])} equivalent; "
+                 f"{int(r['build_error'])} build errors, {int(r['non_viable'])} non-viable, "
+                 f"{int(r['equivalent'])} equivalent; "
                  f"sites taken: {_sampled_text(r)})")
         return (None if f is None else f / 100.0), _score_text(f), title
 
@@ -467,8 +469,8 @@ def _repeats_text(meta: dict) -> str:
 
 
 def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:
-    """Mutants judged differently on different stacks (killed, survived, crashed or timed
-    out: an equivalent-on-one-stack pass mutant is not one), grouped by operator."""
+    """Mutants judged differently on different stacks (killed, survived, crashed, memory
+    error or timed out: an equivalent-on-one-stack pass mutant is not one), grouped by operator."""
     d = run.discrepancies
     if len(d):
         cols = [s for s in stacks if s in d.columns] or [

@@ -20,8 +20,10 @@ class Verdict(str, Enum):
 
     KILLED = "killed"
     SURVIVED = "survived"
-    CRASHED = "crashed"
+    CRASHED = "crashed"  # the worker process died, or the run raised
+    MEMORY_ERROR = "memory_error"  # a bounds check (`mutatenn.bounds`) caught an access outside a buffer
     TIMED_OUT = "timed_out"
+    BUILD_ERROR = "build_error"  # the compiler refused the mutant: counted apart, like non_viable
     NON_VIABLE = "non_viable"
     EQUIVALENT = "equivalent"
 
@@ -34,7 +36,7 @@ class Verdict(str, Enum):
         return self in (Verdict.KILLED, Verdict.SURVIVED)
 
 
-SCORED = (Verdict.KILLED, Verdict.SURVIVED, Verdict.CRASHED, Verdict.TIMED_OUT)
+SCORED = (Verdict.KILLED, Verdict.SURVIVED, Verdict.CRASHED, Verdict.MEMORY_ERROR, Verdict.TIMED_OUT)
 VERDICT_NAMES = tuple(v.value for v in Verdict)
 SCORED_NAMES = tuple(v.value for v in SCORED)
 

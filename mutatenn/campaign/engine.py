@@ -16,11 +16,11 @@ import pandas as pd
 
 from ..config import CampaignConfig
 from ..errors import CampaignError, InputError
-from ..records import JobResult, Verdict, VerdictRow
+from ..records import JobResult, JobStatus, Verdict, VerdictRow
 from ..store import ResultStore
 from . import rundir
-from .judge import judge_failure, judge_outputs
-from .plan import Plan, enumerate_selected, make_job, make_plan
+from .judge import is_rejudged, judge_failure, judge_outputs, judge_rejudged
+from .plan import Artifact, Plan, artifact_key, enumerate_selected, make_job, make_plan
 
 
 @dataclass
@@ -71,6 +71,8 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
                                     truth=image_truth(config, program, images))
         orchestrator.run()
+        if config.rejudge_unstable:
+            Rejudge(orchestrator).run()
         store.set_meta("finished", rundir.now())
         # A resumed run adds its time to what the interrupted runs spent.
         elapsed = (store.get_meta("duration_s") or 0) + (time.perf_counter() - clock)
@@ -242,6 +244,7 @@ class Orchestrator:
     def _record(self, key: str, result: JobResult, original: bool) -> None:
         """Store one finished build with the verdicts it settles, in one transaction."""
         artifact = self.plan.artifacts[key]
+        check_internal(key, artifact, result, self.out_dir)
         info = {"key": key, "stack": artifact.stack.name, "status": result.status.value, "reason": result.reason,
                 "log_tail": result.log_tail, "build_s": None, "run_s": None, "outputs": None,
                 "unstable_images": None, "build_info": {"cached": True} if result.cached else result.build_info,
@@ -288,7 +291,115 @@ class Orchestrator:
     def _postfix(self) -> str:
         c = self.counts
         return (f"killed={c[Verdict.KILLED]} survived={c[Verdict.SURVIVED]} crashed={c[Verdict.CRASHED]} "
-                f"timed_out={c[Verdict.TIMED_OUT]}")
+                f"memory_error={c[Verdict.MEMORY_ERROR]} timed_out={c[Verdict.TIMED_OUT]} "
+                f"build_error={c[Verdict.BUILD_ERROR]}")
+
+
+def check_internal(key: str, artifact: Artifact, result: JobResult, out_dir: Path) -> None:
+    """MutateNN's own failure in a job (internal_error) stops the campaign, naming the job:
+    it is no verdict of the mutant's."""
+    if result.status is not JobStatus.INTERNAL_ERROR:
+        return
+    program = f"{artifact.operator}#{artifact.site}" if artifact.operator else "the original program"
+    settles = ", ".join(f"{m}@{s}" for m, s in artifact.pairs) or "no verdict"
+    raise CampaignError(f"internal error in job {key} ({program} on stack {artifact.stack.name!r}, settling "
+                        f"{settles}): {result.reason}; log: {out_dir / 'logs' / f'{key}.log'}")
+
+
+class Rejudge:
+    """``[run] rejudge_unstable = "bounds_check"``: after the campaign, each mutant × stack
+    pair flagged unstable (its repeated runs differed) is rebuilt with bounds checks
+    (`mutatenn.bounds`) and run again. A check that fires makes its verdict
+    ``memory_error``; otherwise the verdict stays. Either way the reason says so and keeps
+    the first verdict (`judge.judge_rejudged`). Each rebuild is an artifact of its own
+    (the pair's build options plus ``bounds_check``), stored like any other: a resumed run
+    does not build it again, and builds.csv lists it. Pairs on non-LLVM stacks stay as they are."""
+
+    def __init__(self, orchestrator: Orchestrator):
+        self.orc = orchestrator
+
+    def candidates(self) -> tuple[dict[str, Artifact], list[tuple[str, str]]]:
+        """(rebuild key -> its artifact, the unstable pairs on stacks that cannot be checked)."""
+        orc = self.orc
+        stacks = {s.name: s for s in orc.config.stacks}
+        chosen: dict[str, Artifact] = {}
+        left: list[tuple[str, str]] = []
+        for stored in orc.store.verdicts():
+            row = VerdictRow.from_store(stored)
+            pair = (row.mutant_id, row.stack)
+            if row.unstable != 1 or not row.verdict.is_judged or is_rejudged(row) or pair not in orc.plan.pairs:
+                continue
+            stack = stacks[row.stack]
+            if stack.target.spec["kind"] != "llvm":
+                left.append(pair)
+                continue
+            built = orc.plan.artifacts[orc.plan.pairs[pair]]
+            options = built.options.with_overrides({"bounds_check": True})
+            key = artifact_key(built.program_hash, stack, options)
+            if key not in chosen:
+                chosen[key] = Artifact(key, stack, options, built.program_hash, built.operator, built.site)
+            chosen[key].pairs.append(pair)
+        return chosen, left
+
+    def run(self) -> None:
+        orc = self.orc
+        chosen, left = self.candidates()
+        if left:
+            print(f"warning: {len(left)} unstable pair(s) on non-LLVM stacks are not rejudged (bounds checks are "
+                  "for CPU code)", file=sys.stderr)
+        if not chosen:
+            return
+        for key, artifact in chosen.items():  # builds.csv lists the checked rebuilds
+            if key in orc.plan.artifacts:  # a bounds-checked stack's own build: settles these too
+                orc.plan.artifacts[key].pairs.extend(p for p in artifact.pairs if p not in orc.plan.artifacts[key].pairs)
+            else:
+                orc.plan.artifacts[key] = artifact
+        pairs = sum(len(a.pairs) for a in chosen.values())
+        say(orc.quiet, f"rejudging {pairs} unstable mutant x stack pair(s) with bounds checks: {len(chosen)} builds")
+        finished = orc.store.finished_artifacts()
+        for key in [k for k in chosen if k in finished]:  # built by an interrupted run
+            self._record(chosen[key].pairs, finished[key], store=False)
+        keys = [k for k in chosen if k not in finished]
+        if not keys:
+            return
+        from .dispatch import run_dask, run_local
+
+        jobs = [make_job(chosen[k], orc.config, orc.out_dir) for k in keys]  # no original key: no fast kill
+        results = (run_dask(orc.client, jobs, orc.config.timeout_s) if orc.client is not None
+                   else run_local(jobs, orc.workers, orc.config.timeout_s))
+        bar = _progress(len(keys), orc.quiet)
+        try:
+            for result in results:
+                key = keys[result.index]
+                check_internal(key, chosen[key], result, orc.out_dir)
+                info = {"key": key, "stack": chosen[key].stack.name, "status": result.status.value,
+                        "reason": result.reason, "log_tail": result.log_tail, "build_s": result.build_s,
+                        "run_s": result.run_s, "outputs": None, "unstable_images": result.unstable_images,
+                        "build_info": {"cached": True} if result.cached else result.build_info,
+                        "images_run": result.images_run}
+                if result.ok:
+                    path = rundir.save_outputs(orc.out_dir, key, result.logits, result.latencies)
+                    info["outputs"] = str(path.relative_to(orc.out_dir))
+                self._record(chosen[key].pairs, info, store=True)
+                bar.update(1)
+        finally:
+            bar.close()
+
+    def _record(self, pairs: list, info: dict, store: bool) -> None:
+        """The rebuilt pairs judged again (`judge_rejudged`), stored with the build in one transaction."""
+        orc = self.orc
+        key = info["key"]
+        current = {(r["mutant_id"], r["stack"]): VerdictRow.from_store(r) for r in orc.store.verdicts()}
+        before = [current[p] for p in pairs if p in current and not is_rejudged(current[p])]
+        rows = [judge_rejudged(row, info) for row in before]
+        if store:
+            orc.store.record_artifact(info, [r.to_store() for r in rows], rundir.now())
+        elif rows:
+            orc.store.record_verdicts([r.to_store() for r in rows])
+        orc.finished[key] = info
+        for old, new in zip(before, rows):
+            orc.counts[old.verdict] -= 1
+            orc.counts[new.verdict] += 1
 
 
 def _full_builds_first(plan, keys: list[str]) -> list[str]:

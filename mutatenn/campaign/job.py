@@ -26,25 +26,47 @@ LOG_TAIL_CHARS = 4000
 _KERNELS: dict = {}
 
 
+# Where a job's Python error happened decides what it is (a segfault kills the worker:
+# the dispatcher calls that `crashed`): before the build, MutateNN's own failure; in the
+# build, the compiler refusing the program; in the run, a crash, or a memory error when a
+# bounds check (`mutatenn.bounds`) fired.
+SETUP, BUILD, RUN = "setup", "build", "run"
+STAGE_STATUS = {SETUP: JobStatus.INTERNAL_ERROR, BUILD: JobStatus.BUILD_ERROR, RUN: JobStatus.CRASHED}
+
+
 def run_job(job: Job) -> JobResult:
-    """Build and run one artifact; a Python error is a CRASHED result (a segfault kills the worker)."""
+    """Build and run one artifact; a Python error becomes the status of its stage (`STAGE_STATUS`)."""
     with _captured_stderr(job.log_path):
         started = time.perf_counter()
+        stage = [SETUP]
         try:
-            return _run(job)
+            return _run(job, stage)
         except Exception as err:  # a build or run failure is this job's verdict, not the worker's end
             tb = traceback.format_exc()
             sys.stderr.write(tb)
-            return JobResult(JobStatus.CRASHED, first_line(err), tb[-LOG_TAIL_CHARS:], build_s=0.0,
+            status, reason = classify_failure(stage[0], err)
+            return JobResult(status, reason, tb[-LOG_TAIL_CHARS:], build_s=0.0,
                              run_s=time.perf_counter() - started)
 
 
-def _run(job: Job) -> JobResult:
+def classify_failure(stage: str, err: BaseException) -> tuple[JobStatus, str]:
+    """(status, one-line reason) of an error raised in ``stage``."""
+    from ..bounds import bounds_message, is_bounds_error
+
+    reason = first_line(err)
+    if stage == RUN and is_bounds_error(str(err)):
+        return JobStatus.MEMORY_ERROR, (reason if is_bounds_error(reason) else bounds_message(str(err)))
+    return STAGE_STATUS[stage], reason
+
+
+def _run(job: Job, stage: list) -> JobResult:
     from ..execute import cached_images, input_batch
     from ..runners import make_runner, parse_variant, variant_program
 
     fault = faults.fault_for(job)
+    stage[0] = RUN  # an injected exception stands for a run that raised
     faults.inject_before_build(fault, job.key)
+    stage[0] = SETUP
     variant = parse_variant(job.variant, job.runner)
     if job.options is not None:
         variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
@@ -52,6 +74,7 @@ def _run(job: Job) -> JobResult:
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
 
+    stage[0] = BUILD
     start = time.perf_counter()
     cached = _load_cached(job, runner)
     if not cached:
@@ -61,8 +84,10 @@ def _run(job: Job) -> JobResult:
         _keep_kernels(job, variant, runner)
         _save_cached(job, runner)
     build_s = time.perf_counter() - start
-    start = time.perf_counter()
+    stage[0] = SETUP  # the original's stored outputs (fast kill) are MutateNN's own
     stop = _fast_kill_stop(job)
+    stage[0] = RUN
+    start = time.perf_counter()
     output = runner.run(batch, stop)
     unstable_images = None
     if job.repeats > 1:
@@ -121,7 +146,7 @@ def _mutant_module(job: Job, program):
     import mutators
 
     mutant = mutators.make_mutant(program.mod, job.operator, job.site, with_diff=False)
-    if mutant.mod is None:
+    if mutant.mod is None:  # planned as pending: an internal error, not the mutant's verdict
         raise RuntimeError(f"mutant {mutant.id} is {mutant.status}: {mutant.reason}")
     if job.program_hash and mutant.hash != job.program_hash:
         # The coordinator planned another program: building this one would file results under a wrong key.

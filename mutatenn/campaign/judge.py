@@ -1,15 +1,19 @@
 """Judging: a mutant's outputs against the original's on the same stack -> a VerdictRow.
 
-This is the one place a verdict row of a built mutant is made; rows settled without
-building (equivalent, non-viable) are made by `plan.make_plan`.
+This is the one place a verdict row of a built mutant is made (a bounds-checked rebuild
+of an unstable one too: `judge_rejudged`); rows settled without building (equivalent,
+non-viable) are made by `plan.make_plan`.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 import operators
 
-from ..records import Verdict, VerdictRow
+from ..errors import CampaignError
+from ..records import JobStatus, Verdict, VerdictRow
 
 
 def accuracy_drop(ref_logits, out_logits, truth) -> float:
@@ -21,10 +25,47 @@ def accuracy_drop(ref_logits, out_logits, truth) -> float:
 
 
 def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
-    """A mutant whose build or run crashed or timed out: that is its verdict."""
+    """A mutant whose build failed (build_error), whose run crashed, failed a bounds check
+    (memory_error) or timed out: that is its verdict. MutateNN's own failure in the
+    job (internal_error) is no verdict: the campaign stops, naming the job."""
     mutant_id, stack = pair
+    if artifact["status"] == JobStatus.INTERNAL_ERROR.value:
+        raise CampaignError(f"internal error in job {artifact['key']} ({mutant_id} on stack {stack!r}): "
+                            f"{artifact['reason']}")
     return VerdictRow(mutant_id, stack, Verdict(artifact["status"]), artifact["reason"] or "", artifact["key"],
                       build_s=artifact["build_s"], run_s=artifact["run_s"], log_tail=artifact["log_tail"] or "")
+
+
+# How a verdict row says it was judged again by its bounds-checked rebuild ([run] rejudge_unstable).
+REJUDGED = "bounds-checked rebuild"
+
+
+def is_rejudged(row: VerdictRow) -> bool:
+    return REJUDGED in (row.reason or "")
+
+
+def judge_rejudged(row: VerdictRow, artifact: dict) -> VerdictRow:
+    """An unstable pair's verdict after its rebuild with bounds checks: ``memory_error``
+    when a check fired (the reason keeps the first verdict and its reason); otherwise the
+    first verdict stays and the reason says what the checked build did. The row keeps the
+    first run's comparison values, flips and stability flag (what made it suspect)."""
+    first = f"first verdict {row.verdict.value}" + (f": {row.reason}" if row.reason else "")
+    status = artifact["status"]
+    if status == JobStatus.INTERNAL_ERROR.value:
+        judge_failure((row.mutant_id, row.stack), artifact)  # raises
+    if status == JobStatus.MEMORY_ERROR.value:
+        return dataclasses.replace(row, verdict=Verdict.MEMORY_ERROR,
+                                   reason=f"{artifact['reason']} ({REJUDGED}; {first})",
+                                   log_tail=artifact.get("log_tail") or "")
+    if status == JobStatus.DONE.value:
+        again = artifact.get("unstable_images")
+        note = "no access outside its buffers"
+        if again is not None:
+            note += "; outputs still unstable" if again else "; outputs stable"
+    else:
+        note = f"{status}: {artifact['reason']}"
+    reason = f"{row.reason}; " if row.reason else ""
+    return dataclasses.replace(row, reason=f"{reason}{REJUDGED}: {note}")
 
 
 def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion, truth=None) -> VerdictRow:

@@ -47,10 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--images", required=True, help="an image folder, or a bundled set: digits, photos (NAME:COUNT for the first COUNT)")
     p.add_argument("--variants", required=True, help=_variants_help())
-    p.add_argument("--baseline", required=True, help="the variant the others are compared with")
+    p.add_argument("--baseline", required=True, help="the variant the others are compared with, or saved outputs: "
+                   "saved:DIR[:VARIANT] (DIR written by --save-outputs; VARIANT default: its baseline)")
     p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     p.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own worker process")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--save-outputs", type=Path, default=None, metavar="DIR",
+                   help="also save every variant's outputs (logits .npy + manifest.json) to DIR (new or empty)")
 
     p = sub.add_parser("run", help="run a mutation campaign described by a TOML config (see examples/)")
     p.add_argument("config", type=Path, help="campaign config (TOML)")
@@ -101,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("--force", action="store_true", help="replace this model's existing tuning records for this target")
 
+    p = sub.add_parser("repro", help="rebuild one killed, crashed or timed-out mutant of a campaign and rerun "
+                       "the images that killed it (exit 0: same verdict again, 1: not)")
+    p.add_argument("run_dir", type=Path, help="a campaign run folder")
+    p.add_argument("mutant_id", help="the mutant's id (OPERATOR#SITE, or VIA/OPERATOR#SITE with several import paths)")
+    p.add_argument("--stack", default=None, help="the stack (default: the run's only stack)")
+    p.add_argument("--script", type=Path, default=None, metavar="FILE.py",
+                   help="also write a standalone script (TVM and NumPy only) with the saved IR, library, "
+                   "inputs and outputs in FILE_files/ beside it")
+    p.add_argument("--all-images", action="store_true", help="run every image, not only those that killed it")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on the worker after SECONDS (default: the campaign's run.timeout)")
+
     p = sub.add_parser("targets", help="list the named deployment targets")
     return parser
 
@@ -138,6 +153,7 @@ COMMANDS = {
     "mutants": ("mutants", "cmd_mutants"),
     "targets": ("targets", "cmd_targets"),
     "tune": ("tune", "cmd_tune"),
+    "repro": ("repro", "cmd_repro"),
 }
 
 

@@ -15,7 +15,8 @@ def cmd_compare(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compare(args.model, args.images, args.variants, args.baseline, args.out,
-                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report)
+                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report,
+                         save_outputs=args.save_outputs)
     for w in caught:
         if issubclass(w.category, UserWarning) and "loky" not in w.filename:  # worker-pool chatter is not the user's
             print(f"warning: {w.message}", file=sys.stderr)
@@ -23,6 +24,8 @@ def cmd_compare(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(format_table(result.table))
     print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv" + ("" if args.no_report else ", report.html"))
+    if args.save_outputs is not None:
+        print(f"saved outputs: {args.save_outputs}/ (replay with --baseline saved:{args.save_outputs}[:VARIANT])")
     for name, err in result.errors.items():
         print(f"mutatenn: error: variant {name}: {err}", file=sys.stderr)
     if result.user_errors:
