@@ -66,43 +66,33 @@ class CountTerm:
 
 
 @dataclass(frozen=True)
-class AnyOf:
-    """Killed when any part is (``or``)."""
+class _Combination:
+    """Terms joined by one word: `AnyOf` (``or``: any part kills) or `AllOf` (``and``: every part)."""
 
     parts: tuple
+    word = ""
+    combine = staticmethod(any)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m for p in self.parts for m in p.metrics))
 
     def is_killed(self, values) -> bool:
-        return any(p.is_killed(values) for p in self.parts)
+        return self.combine(p.is_killed(values) for p in self.parts)
 
     def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
-        return any(p.met_by_prefix(ref_logits, prefix_logits) for p in self.parts)
+        return self.combine(p.met_by_prefix(ref_logits, prefix_logits) for p in self.parts)
 
     def __str__(self) -> str:
-        return " or ".join(str(p) for p in self.parts)
+        return f" {self.word} ".join(str(p) for p in self.parts)
 
 
-@dataclass(frozen=True)
-class AllOf:
-    """Killed when every part is (``and``)."""
+class AnyOf(_Combination):
+    word, combine = "or", staticmethod(any)
 
-    parts: tuple
 
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(m for p in self.parts for m in p.metrics))
-
-    def is_killed(self, values) -> bool:
-        return all(p.is_killed(values) for p in self.parts)
-
-    def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
-        return all(p.met_by_prefix(ref_logits, prefix_logits) for p in self.parts)
-
-    def __str__(self) -> str:
-        return " and ".join(str(p) for p in self.parts)
+class AllOf(_Combination):
+    word, combine = "and", staticmethod(all)
 
 
 @dataclass(frozen=True)
