@@ -171,10 +171,7 @@ def _parse_term(term: str, text: str):
         if cmp != COUNT_TERMS[name][0]:
             raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}; use {COUNT_TERMS[name][0]!r} "
                              f"for {name}")
-        try:
-            threshold = float(thr)
-        except ValueError:
-            raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; expected a number") from None
+        threshold = _threshold(thr, text)
         if name == "flipped" and (threshold < 1 or threshold != int(threshold)):
             raise ValueError(f"flipped >= N needs a whole number N >= 1, not {thr!r}")
         if name == "accuracy_drop" and not 0 <= threshold < 1:
@@ -194,13 +191,18 @@ def _parse_term(term: str, text: str):
     if cmp != expected:
         raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}: {op} is {direction}, "
                          f"so a mutant is killed when it is {expected} the threshold")
+    return KillCriterion(op, _threshold(thr, text))
+
+
+def _threshold(thr: str, text: str) -> float:
+    """A term's threshold: a finite number, or one line naming the criterion."""
     try:
         threshold = float(thr)
     except ValueError:
         raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; expected a number") from None
     if not math.isfinite(threshold):
         raise ValueError(f"bad threshold {thr!r} in kill criterion {text!r}; it must be finite")
-    return KillCriterion(op, threshold)
+    return threshold
 
 
 DEFAULT_CRITERION = KillCriterion("top1_agreement", 1.0)
