@@ -27,6 +27,15 @@ class InputSpec:
         return self.shape[3] if self.layout == "NCHW" else self.shape[2]
 
 
+def guess_layout(shape, default: str) -> str:
+    """NCHW or NHWC for a 4-d image input: the side whose size looks like channels (1 or 3)
+    when only one does, else the framework's ``default`` (0 = an unknown size)."""
+    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
+    if first != last:
+        return "NCHW" if first else "NHWC"
+    return default
+
+
 @dataclass
 class Program:
     """A model imported into TVM Relax along one import path.

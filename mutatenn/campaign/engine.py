@@ -121,9 +121,10 @@ def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
         stacks.append(dataclasses.replace(stack, via=via))
         if via in programs or via in failed:
             continue
+        if config.stack_via(stack) in failed_conversions:  # converted (and failed) in the worker
+            failed[via] = failed_conversions[config.stack_via(stack)]
+            continue
         try:
-            if config.stack_via(stack) in failed_conversions:
-                raise ModelError(failed_conversions[config.stack_via(stack)])
             programs[via] = program_from_source(source, via)
         except ModelError as err:
             failed[via] = str(err)

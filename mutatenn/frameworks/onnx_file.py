@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelError
-from ..program import InputSpec
+from ..program import InputSpec, guess_layout
 from . import Form, Source, stage_message
 
 DEFAULT_HW = 224
@@ -34,7 +34,7 @@ def onnx_input(model, spec: str) -> InputSpec:
     if len(dims) != 4:
         raise ModelError(f"ONNX model {spec!r} input {inputs[0].name!r} has rank {len(dims)}; "
                          "MutateNN needs a 4-d image batch")
-    layout = "NHWC" if dims[3] in (1, 3) and dims[1] not in (1, 3) else "NCHW"
+    layout = guess_layout(dims, "NCHW")
     if layout == "NCHW":
         shape = (1, dims[1] or 3, dims[2] or DEFAULT_HW, dims[3] or DEFAULT_HW)
     else:

@@ -32,6 +32,8 @@ def single_output(mod):
     """``main`` returning its first output when it returns a tuple."""
     from tvm import relax
 
+    from mutators.base import replace_main
+
     func = mod["main"]
     ret = func.body.body
     if isinstance(ret, relax.Tuple):
@@ -40,14 +42,6 @@ def single_output(mod):
         func = relax.Function(func.params, relax.SeqExpr(func.body.blocks, ret.fields[0]), attrs=func.attrs)
         mod = replace_main(mod, func)
     return mod
-
-
-def replace_main(mod, func):
-    import tvm
-
-    new = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != "main"}, attrs=mod.attrs)
-    new["main"] = func
-    return new
 
 
 def output_classes(mod) -> int:

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ModelError
-from ..program import InputSpec
+from ..program import InputSpec, guess_layout
 from . import Form, Source, stage_message
 
 SEED = 0
@@ -141,7 +141,7 @@ def load_tflite(spec: str, pretrained: str) -> Source:
         raise ModelError(f"TFLite model {spec!r}: MutateNN needs one 4-d image input, it takes "
                          f"{[tuple(i['shape']) for i in inputs]}")
     shape = tuple(int(d) for d in inputs[0]["shape"])
-    layout = "NCHW" if shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+    layout = guess_layout(shape, "NHWC")
     return Source(spec, Path(spec).stem, "tflite", data, InputSpec(inputs[0]["name"], shape, "float32", layout),
                   "imagenet", [str(i) for i in range(int(outputs[0]["shape"][-1]))], path=spec)
 
@@ -153,7 +153,7 @@ def _keras_source(spec: str, model, framework: str) -> Source:
                          f"{[tuple(i.shape) for i in inputs]}")
     shape = _fixed_shape(inputs[0].shape)
     classes = int(model.outputs[0].shape[-1])
-    layout = "NCHW" if shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+    layout = guess_layout(shape, "NHWC")
     return Source(spec, Path(spec).stem, framework, model, InputSpec("input", shape, "float32", layout),
                   "imagenet", [str(i) for i in range(classes)], path=spec)
 
