@@ -412,17 +412,13 @@ def _reproduce(task: ReproTask, stage: list) -> dict:
 def _mutant_module(task: ReproTask, program):
     """The mutant's IRModule (the program's own for a pass mutant, which changes the build
     options only), checked against the hash the campaign planned."""
-    if not task.operator:
-        return program.mod
-    import mutators
+    from .campaign.job import MutantMismatch, rebuild_mutant
 
-    mutant = mutators.make_mutant(program.mod, task.operator, task.site, with_diff=False)
-    if mutant.mod is None:
-        raise RuntimeError(f"mutant {task.mutant_id} is {mutant.status}: {mutant.reason}")
-    if task.mutant_hash and mutant.hash != task.mutant_hash:
-        raise ReproError(f"mutant {task.mutant_id} rebuilt with hash {mutant.hash}, the campaign's was "
-                         f"{task.mutant_hash}: the model is not the one the campaign ran")
-    return mutant.mod
+    try:
+        mod = rebuild_mutant(program, task.operator, task.site, task.mutant_hash)
+    except MutantMismatch as err:
+        raise ReproError(f"{err} by the campaign: the model is not the one the campaign ran") from None
+    return program.mod if mod is None else mod
 
 
 def lower_for_build(mod, target, options):

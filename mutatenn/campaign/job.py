@@ -141,16 +141,27 @@ def _original_kernels(job: Job, variant, program):
 
 def _mutant_module(job: Job, program):
     """The mutant's IRModule, rebuilt from (operator, site) and checked against the plan."""
-    if job.is_original:
+    return rebuild_mutant(program, job.operator, job.site, job.program_hash)
+
+
+class MutantMismatch(RuntimeError):
+    """A mutant rebuilt from (operator, site) is not the one planned (another hash)."""
+
+
+def rebuild_mutant(program, operator: str, site: int, planned_hash: str = ""):
+    """The mutant's IRModule rebuilt from (operator, site), or None without an operator (an
+    original, or a pass mutant: the program's own module). A mutant planned as pending that
+    rebuilds non-viable, or with another hash, raises: its results would be filed under a
+    wrong key."""
+    if not operator:
         return None
     import mutators
 
-    mutant = mutators.make_mutant(program.mod, job.operator, job.site, with_diff=False)
-    if mutant.mod is None:  # planned as pending: an internal error, not the mutant's verdict
+    mutant = mutators.make_mutant(program.mod, operator, site, with_diff=False)
+    if mutant.mod is None:
         raise RuntimeError(f"mutant {mutant.id} is {mutant.status}: {mutant.reason}")
-    if job.program_hash and mutant.hash != job.program_hash:
-        # The coordinator planned another program: building this one would file results under a wrong key.
-        raise RuntimeError(f"mutant {mutant.id} rebuilt with hash {mutant.hash}, planned {job.program_hash}")
+    if planned_hash and mutant.hash != planned_hash:
+        raise MutantMismatch(f"mutant {mutant.id} rebuilt with hash {mutant.hash}, planned {planned_hash}")
     return mutant.mod
 
 
