@@ -15,6 +15,32 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _pass_recorder():
+    import tvm
+
+    @tvm.ir.instrument.pass_instrument
+    class PassRecorder:
+        """A TVM pass instrument: names of the passes run, and the module right after each
+        pass named in ``keep`` (what the product's own builds ran, seen from inside)."""
+
+        def __init__(self, keep=()):
+            self.names: list[str] = []
+            self.keep = set(keep)
+            self.after: dict = {}
+
+        def run_before_pass(self, mod, info):
+            self.names.append(info.name)
+
+        def run_after_pass(self, mod, info):
+            if info.name in self.keep:
+                self.after[info.name] = mod
+
+    return PassRecorder
+
+
+PassRecorder = _pass_recorder()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import tvm
+from conftest import PassRecorder
 
 from mutatenn.build import OPT_LEVEL_PASSES, OPTIONAL_PASSES, BuildOptions, build_artifact, parse_target
 from mutatenn.errors import InputError
@@ -13,15 +14,6 @@ from mutatenn.execute import input_batch, run_variant
 from mutatenn.images import load_image_set
 from mutatenn.loading import load_program
 from mutatenn.runners import parse_variant, parse_variant_list
-
-
-@tvm.ir.instrument.pass_instrument
-class PassRecorder:
-    def __init__(self):
-        self.names = []
-
-    def run_before_pass(self, mod, info):
-        self.names.append(info.name)
 
 
 def rel_l2(a, b):

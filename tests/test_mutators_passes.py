@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from conftest import PassRecorder
 from tvm import relax
 
 from mutatenn import build as product_build
@@ -30,45 +31,23 @@ def tiny():
     return conv_pool_fc_module(softmax=True)  # softmax: fast-math has work
 
 
-@tvm.ir.instrument.pass_instrument
-class PassRecorder:
-    """Names of the passes run, and the module the product's whole pipeline produced."""
-
-    def __init__(self):
-        self.names: list[str] = []
-        self.final = None
-
-    def run_before_pass(self, mod, info):
-        self.names.append(info.name)
-
-    def run_after_pass(self, mod, info):
-        if info.name == "MutateNNPipeline":  # the product's Relax pipeline as one module pass
-            self.final = mod
-
-    @property
-    def optional(self) -> list[str]:
-        return [n for n in self.names if n in OPTIONAL]
-
-    @property
-    def relax(self) -> list[str]:
-        return [n for n in self.names if n in RELAX_PASSES]
-
 
 class Built:
     """One build through the product: the executable, the passes run, the lowered program."""
 
     def __init__(self, mod, options: BuildOptions):
-        recorder = PassRecorder()
+        # The product's Relax pipeline runs as one module pass: the module after it is the program built.
+        recorder = PassRecorder(keep=["MutateNNPipeline"])
         self.options = options
         self.executable = build_artifact(mod, TARGET, options, instruments=[recorder])
         self.ran = recorder.names
-        self.optional = recorder.optional
-        self.relax = recorder.relax
+        self.optional = [n for n in self.ran if n in OPTIONAL]
+        self.relax = [n for n in self.ran if n in RELAX_PASSES]
         # FastMathTransform rewrites Relax calls: it must run before LegalizeOps turns them into TIR.
         if "FastMathTransform" in self.ran:
             assert self.ran.index("FastMathTransform") < self.ran.index("LegalizeOps")
-        assert recorder.final is not None, "the product's pipeline was not seen running"
-        self.final = recorder.final
+        assert "MutateNNPipeline" in recorder.after, "the product's pipeline was not seen running"
+        self.final = recorder.after["MutateNNPipeline"]
         funcs = {gv.name_hint: f for gv, f in self.final.functions.items()}
         found: list[str] = []
         tvm_ffi.structural_walk(self.final["main"], (tvm.ir.GlobalVar, lambda gv: found.append(gv.name_hint)))

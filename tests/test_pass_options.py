@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from conftest import PassRecorder
 from tvm import relax
 
 import mutators
@@ -23,23 +24,6 @@ TARGET = parse_target("cpu-generic")
 # The name a pass instrument reports for each pass of the table.
 REPORTED = {spec.name: spec.create().info.name for spec in passes.PIPELINE}
 INPUTS = np.random.default_rng(0).standard_normal((4, 1, 1, 8, 8)).astype("float32")
-
-
-@tvm.ir.instrument.pass_instrument
-class Recorder:
-    """Names of the passes run, and the module right after each pass named in ``keep``."""
-
-    def __init__(self, keep=()):
-        self.names: list[str] = []
-        self.keep = set(keep)
-        self.after: dict = {}
-
-    def run_before_pass(self, mod, info):
-        self.names.append(info.name)
-
-    def run_after_pass(self, mod, info):
-        if info.name in self.keep:
-            self.after[info.name] = mod
 
 
 def outputs(executable, inputs) -> np.ndarray:
@@ -133,10 +117,10 @@ def test_opt_in_pass_runs_does_its_work_and_keeps_results(digits_program, refere
     mod = conv_bn_module() if model == "conv_bn" else digits_program.mod
     reported = REPORTED[name]
     for level in passes.OPT_LEVELS:  # off at every opt level
-        plain = Recorder()
+        plain = PassRecorder()
         build_artifact(mod, TARGET, BuildOptions(opt_level=level), [plain])
         assert reported not in plain.names and "LegalizeOps" in plain.names
-    recorder = Recorder(keep=[reported])
+    recorder = PassRecorder(keep=[reported])
     options = BuildOptions(required_pass=(name,))
     assert name in options.passes()
     executable = build_artifact(mod, TARGET, options, [recorder])
@@ -152,7 +136,7 @@ def test_opt_in_pass_runs_does_its_work_and_keeps_results(digits_program, refere
 def test_fold_batchnorm_leaves_digits_and_nhwc_alone(digits_program):
     """digits' convolutions add a bias before batch_norm, and ConvertLayout (which runs
     first) leaves no NCHW convolution: nothing for the pass to fold either time."""
-    recorder = Recorder(keep=["FoldBatchnormToConv2D"])
+    recorder = PassRecorder(keep=["FoldBatchnormToConv2D"])
     build_artifact(digits_program.mod, TARGET, BuildOptions(required_pass=("FoldBatchnormToConv2D",)), [recorder])
     assert relax_calls(recorder.after["FoldBatchnormToConv2D"], "relax.nn.batch_norm") == 2
     both = BuildOptions(required_pass=("FoldBatchnormToConv2D", "ConvertLayout"))
@@ -164,7 +148,7 @@ def test_fold_batchnorm_leaves_digits_and_nhwc_alone(digits_program):
 def test_all_opt_in_passes_together(digits_program, reference, level):
     options = BuildOptions(opt_level=level, required_pass=passes.OPT_IN_PASSES)
     for model, mod in (("digits", digits_program.mod), ("conv_bn", conv_bn_module())):
-        recorder = Recorder()
+        recorder = PassRecorder()
         executable = build_artifact(mod, TARGET, options, [recorder])
         opt_in = [REPORTED[p] for p in passes.OPT_IN_PASSES]
         assert [n for n in recorder.names if n in opt_in] == opt_in
@@ -197,7 +181,7 @@ def test_tir_option_changes_the_code_and_keeps_results(digits_program, reference
     kept, measure, changed = TIR_PROBES[option.name]
     seen = {}
     for setting in ({}, {option.name: option.mutant}):
-        recorder = Recorder(keep=[kept] if kept else [])
+        recorder = PassRecorder(keep=[kept] if kept else [])
         options = BuildOptions(tir_options=setting)
         executable = build_artifact(digits_program.mod, TARGET, options, [recorder])
         seen[bool(setting)] = (measure(recorder.names, recorder.after), executable)

@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import tvm
+from conftest import PassRecorder
 
 import mutators
 from mutatenn.build import BuildOptions, build_artifact, check_runnable, host_cpu_flags, parse_target
@@ -63,17 +64,9 @@ def test_pass_mutant_adds_to_the_stacks_disabled_passes(digits_program):
     options = stack.with_overrides(mutants["disable FoldConstant"].build_options)
     assert options.label() == "O2,-FuseTIR,-FoldConstant"
 
-    @tvm.ir.instrument.pass_instrument
-    class Recorder:
-        def __init__(self):
-            self.names = []
-
-        def run_before_pass(self, mod, info):
-            self.names.append(info.name)
-
     ran = {}
     for label, opts in [("stack", stack), ("mutant", options)]:
-        recorder = Recorder()
+        recorder = PassRecorder()
         build_artifact(digits_program.mod, parse_target("cpu"), opts, instruments=[recorder])
         ran[label] = set(recorder.names)
     assert "FoldConstant" in ran["stack"] and "FuseTIR" not in ran["stack"]
