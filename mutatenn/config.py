@@ -86,6 +86,11 @@ class CampaignConfig:
     # [run] rejudge_unstable: "bounds_check" rebuilds the pairs flagged unstable with bounds
     # checks after the campaign (`campaign.engine.Rejudge`); empty: no second look.
     rejudge_unstable: str = ""
+    # [run] repeat_in: where passes 2..N run ("worker": the build's own worker process;
+    # "process": each in a fresh process); [run] verdict and its test settings: how the
+    # N passes make one verdict (`campaign.repeats.PASS_VERDICTS`).
+    repeat_in: str = "worker"
+    passes: object = None  # campaign.repeats.PassSettings
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -148,7 +153,8 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
         if not load_image_set(images).has_labels:
             raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
-                                             "share_builds", "build_cache", "fast_kill", "rejudge_unstable"})
+                                             "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
+                                             "repeat_in", "verdict", "significance", "effect_size"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -163,9 +169,54 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     if repeats > MAX_REPEATS:
         raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
     rejudge = _rejudge_unstable(run, repeats)
+    passes = _pass_settings(run, repeats, fast_kill)
+    repeat_in = _repeat_in(run, repeats, stacks)
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
-                          rejudge_unstable=rejudge)
+                          rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes)
+
+
+def _pass_settings(run: dict, repeats: int, fast_kill: bool):
+    """``[run] verdict`` (a method of `campaign.repeats.PASS_VERDICTS`) with its test
+    settings; each method needs a least number of passes, and only the first-pass verdict
+    goes with fast kill (a pass stopped early says nothing about the passes after it)."""
+    from .campaign.repeats import DEFAULT_EFFECT_SIZE, DEFAULT_SIGNIFICANCE, MIN_PASSES, PASS_VERDICTS, PassSettings
+
+    method = _string(run, "verdict", "run.verdict", default="first")
+    if method not in PASS_VERDICTS:
+        raise ConfigError(f"config key 'run.verdict': must be one of {', '.join(PASS_VERDICTS)}, not {method!r}")
+    if repeats < MIN_PASSES[method]:
+        raise ConfigError(f"config key 'run.verdict': {method!r} needs run.repeats >= {MIN_PASSES[method]}, "
+                          f"got repeats = {repeats}")
+    if method != "first" and fast_kill:
+        raise ConfigError(f"config key 'run.verdict': {method!r} judges every pass in full; it does not go with "
+                          "run.fast_kill")
+    alpha = _number(run, "significance", DEFAULT_SIGNIFICANCE, "run.significance", minimum=1e-6)
+    effect = _number(run, "effect_size", DEFAULT_EFFECT_SIZE, "run.effect_size", minimum=0.5)
+    if alpha >= 1 or effect > 1:
+        raise ConfigError("config key 'run.significance' must be below 1 and 'run.effect_size' (A12) at most 1")
+    if method != "statistical" and ("significance" in run or "effect_size" in run):
+        raise ConfigError("config keys 'run.significance' and 'run.effect_size' are for run.verdict = \"statistical\"")
+    return PassSettings(method, float(alpha), float(effect))
+
+
+REPEAT_PLACES = ("worker", "process")
+
+
+def _repeat_in(run: dict, repeats: int, stacks: list) -> str:
+    """``[run] repeat_in``: passes 2..N in the build's worker, or each in a fresh process
+    (which runs the exported build: TVM stacks on this machine's devices only)."""
+    place = _string(run, "repeat_in", "run.repeat_in", default="worker")
+    if place not in REPEAT_PLACES:
+        raise ConfigError(f"config key 'run.repeat_in': must be one of {', '.join(REPEAT_PLACES)}, not {place!r}")
+    if place == "process":
+        if repeats < 2:
+            raise ConfigError(f"config key 'run.repeat_in': needs run.repeats >= 2, got repeats = {repeats}")
+        remote = [s.name for s in stacks if s.runner != "tvm" or s.target.device == "rpc"]
+        if remote:
+            raise ConfigError(f"config key 'run.repeat_in': \"process\" runs local TVM builds only; stack "
+                              f"{remote[0]!r} is not one")
+    return place
 
 
 def _rejudge_unstable(run: dict, repeats: int) -> str:

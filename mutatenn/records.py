@@ -57,6 +57,10 @@ class Job:
     share_kernels: bool = False  # build against the original's compiled kernels (same options)
     fast_kill: str = ""  # the kill criterion, when images stop once it is met (mutants only)
     reference: str = ""  # the original's stored outputs (.npz), which fast kill compares with
+    stack: str = ""  # the stack's name (logs, test fault injection)
+    host_cpu: str = ""  # target "cpu" as the coordinator resolved it (a Dask worker may have another CPU)
+    repeat_in: str = "worker"  # passes 2..N in this worker, or each in a fresh process ("process")
+    keep_passes: bool = False  # return every pass's logits (a verdict over passes needs them)
 
     @property
     def is_original(self) -> bool:
@@ -78,6 +82,7 @@ class JobResult:
     unstable_images: list[int] | None = None  # None: not measured (one pass)
     build_info: dict | None = None  # what the build did: schedule, tuned hits, kernels compiled/reused
     images_run: int | None = None  # None: every image; else fast kill stopped after this many
+    passes: np.ndarray | None = field(default=None, repr=False)  # logits of passes 2..N (Job.keep_passes)
     index: int = -1  # position in the submitted batch (set by the dispatcher)
 
     @property
@@ -103,6 +108,7 @@ class VerdictRow:
     unstable: int | None = None  # 1 / 0, None when not measured
     unstable_images: tuple[int, ...] | None = None
     images_run: int | None = None  # None: every image; else fast kill stopped after this many
+    passes_killed: int | None = None  # passes that met the kill criterion on their own (None: one pass)
 
     @property
     def is_killed(self) -> bool:
@@ -115,7 +121,7 @@ class VerdictRow:
                 "flipped": self.flipped, "flipped_images": list(self.flipped_images), "build_s": self.build_s,
                 "run_s": self.run_s, "log_tail": self.log_tail, "unstable": self.unstable,
                 "unstable_images": None if self.unstable_images is None else list(self.unstable_images),
-                "images_run": self.images_run}
+                "images_run": self.images_run, "passes_killed": self.passes_killed}
 
     @classmethod
     def from_store(cls, row: dict) -> "VerdictRow":
@@ -124,4 +130,4 @@ class VerdictRow:
                    row.get("artifact"), dict(row.get("values") or {}), row.get("flipped"),
                    tuple(row.get("flipped_images") or ()), row.get("build_s"), row.get("run_s"),
                    row.get("log_tail") or "", row.get("unstable"), None if images is None else tuple(images),
-                   row.get("images_run"))
+                   row.get("images_run"), row.get("passes_killed"))

@@ -465,7 +465,10 @@ def _repeats_text(meta: dict) -> str:
     repeats = to_float(meta.get("repeats"))
     if not repeats or repeats <= 1:
         return "1 (stability not measured)"
-    return f"{int(repeats)} (a build whose outputs differ between passes is marked unstable)"
+    where = "each in a fresh process" if meta.get("repeat_in") == "process" else "in the build's worker"
+    how = (meta.get("pass_verdict") or {}).get("text") or "the first pass decides the verdict"
+    return (f"{int(repeats)}, passes 2..{int(repeats)} {where}; {how}; a build whose outputs differ between "
+            "passes is marked unstable")
 
 
 def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:

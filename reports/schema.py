@@ -56,7 +56,8 @@ KILL_MATRIX_CSV = "kill_matrix.csv"
 
 # ---------------------------------------------------------------- columns
 VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
-VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run"]
+# passes_killed: of the repeated passes, how many met the kill criterion (empty: one pass judged).
+VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run", "passes_killed"]
 # score_low / score_high: the 95% Wilson interval of score; sampled / population: mutants
 # (sites taken) and sites the group's operators have in the program.
 SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable", "score_low", "score_high",

@@ -79,10 +79,6 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         store.set_meta("duration_s", round(elapsed, 3))
         failed = {**paths.failed_stacks(config), **orchestrator.failed}
         verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store, failed)
-        moving = rundir.unstable_originals(plan.originals, store.finished_artifacts())
-        if moving:
-            print(f"warning: the original program's outputs changed between repeated runs on "
-                  f"{', '.join(moving)}; verdicts there are judged against a moving reference", file=sys.stderr)
     finally:
         store.close()
         if client is not None:
@@ -191,6 +187,7 @@ class Orchestrator:
         try:
             self._run_keys(pending_originals, bar, originals=True)
             self._check_originals()
+            self._warn_unstable_originals()
             # Verdicts whose artifact finished earlier (a resumed run, or another stack's original).
             self._judge_pending_pairs()
             useful = [k for k in pending_mutants if any(s not in self.failed for _, s in self.plan.artifacts[k].pairs)]
@@ -216,6 +213,18 @@ class Orchestrator:
         if rows:
             self.store.record_verdicts([r.to_store() for r in rows])
             self._count(rows)
+
+    def _warn_unstable_originals(self) -> None:
+        """An original whose repeated passes differ is said before any mutant is judged:
+        each verdict on its stack compares with a moving reference."""
+        moving = rundir.unstable_originals(self.plan.originals, self.finished)
+        if not moving:
+            return
+        method = self.config.passes.method if self.config.passes is not None else "first"
+        how = ("the statistical verdict counts its variation as noise" if method == "statistical"
+               else f"verdicts there ({method} pass verdict) are judged against a moving reference")
+        print(f"warning: the original program is non-deterministic: its outputs changed between repeated runs on "
+              f"{', '.join(moving)}; {how}", file=sys.stderr)
 
     def failed_originals(self) -> dict[str, str]:
         """Stack -> why its original failed (nothing for stacks whose original ran)."""
@@ -251,8 +260,9 @@ class Orchestrator:
                 "unstable_images": None, "build_info": {"cached": True} if result.cached else result.build_info,
                 "images_run": result.images_run}
         if result.ok:
-            path = rundir.save_outputs(self.out_dir, key, result.logits, result.latencies)
-            self.outputs_cache[key] = {"logits": result.logits, "latencies": result.latencies}
+            path = rundir.save_outputs(self.out_dir, key, result.logits, result.latencies, result.passes)
+            self.outputs_cache[key] = {"logits": result.logits, "latencies": result.latencies,
+                                       **({} if result.passes is None else {"passes": result.passes})}
             info.update(build_s=round(result.build_s, 4), run_s=round(result.run_s, 4),
                         outputs=str(path.relative_to(self.out_dir)), unstable_images=result.unstable_images)
         if original and not result.ok:
@@ -278,7 +288,8 @@ class Orchestrator:
         if info["status"] != "done":
             return judge_failure(pair, info)
         ref = self._outputs(self.plan.originals[pair[1]])
-        return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion, self.truth)
+        return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion, self.truth,
+                             self.config.passes)
 
     def _outputs(self, key: str) -> dict:
         if key not in self.outputs_cache:

@@ -6,7 +6,11 @@ processes inherit the variable, so a real campaign run by a test sees real segfa
 hangs and exceptions in real workers:
 
 - ``segfault``, ``hang``, ``raise``: the job dies, sleeps forever, or raises;
-- ``unstable``: every inference pass after the first gets perturbed outputs.
+- ``unstable``: every inference pass after the first gets perturbed outputs;
+- ``flip_passes``: maps an id to the pass numbers (0 = the first) whose first image gets
+  its logits negated (its top-1 label changes): a kill that comes and goes between passes.
+
+An original program's build is named ``original`` or ``original@STACK``.
 """
 from __future__ import annotations
 
@@ -17,20 +21,28 @@ import sys
 import time
 
 ENV = "MUTATENN_TEST_FAULTS"
-KINDS = ("segfault", "hang", "raise", "unstable")
+KINDS = ("segfault", "hang", "raise", "unstable", "flip_passes")
+
+
+def _names(job) -> set[str]:
+    """The ids a fault may name this job's build by."""
+    pairs = job.pairs or (("original", job.stack),)
+    return {n for mid, stack in pairs for n in (mid, f"{mid}@{stack}")}
 
 
 def fault_for(job) -> str:
-    """The fault kind this job gets ('' for none, the normal case)."""
+    """The fault kind this job gets ('' for none, the normal case); a ``flip_passes`` fault
+    comes as ``flip_passes:0,2`` (the passes it flips)."""
     text = os.environ.get(ENV, "")
     if not text:
         return ""
     wanted = json.loads(text)
-    kind = ""
+    names, kind = _names(job), ""
     for name in KINDS:
-        ids = set(wanted.get(name, ()))
-        if any(mid in ids or f"{mid}@{stack}" in ids for mid, stack in job.pairs):
-            kind = name
+        hits = [n for n in wanted.get(name, ()) if n in names]
+        if hits:
+            kind = name if name != "flip_passes" else \
+                "flip_passes:" + ",".join(str(p) for p in wanted[name][hits[0]])
     return kind
 
 
@@ -47,11 +59,17 @@ def inject_before_build(kind: str, key: str) -> None:
 
 
 def perturb_pass(kind: str, number: int, logits):
-    """Inference pass ``number`` (1 = the second) as an unstable build would give it."""
-    if kind != "unstable":
-        return logits
+    """Inference pass ``number`` (0 = the first) as an unstable build would give it."""
     import numpy as np
 
+    if kind.startswith("flip_passes:"):
+        if str(number) not in kind.partition(":")[2].split(","):
+            return logits
+        logits = logits.copy()
+        logits[0] = -logits[0]
+        return logits
+    if kind != "unstable" or number == 0:
+        return logits
     logits = logits.copy()
     logits[0] = np.where(np.isfinite(logits[0]), logits[0] + number, float(number))
     return logits

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
+import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import first_line
 from ..records import Job, JobResult, JobStatus
@@ -67,7 +70,7 @@ def _run(job: Job, stage: list) -> JobResult:
     stage[0] = RUN  # an injected exception stands for a run that raised
     faults.inject_before_build(fault, job.key)
     stage[0] = SETUP
-    variant = parse_variant(job.variant, job.runner)
+    variant = with_host_cpu(parse_variant(job.variant, job.runner), job.host_cpu)
     if job.options is not None:
         variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
     program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner)
@@ -89,17 +92,68 @@ def _run(job: Job, stage: list) -> JobResult:
     stage[0] = RUN
     start = time.perf_counter()
     output = runner.run(batch, stop)
-    unstable_images = None
+    logits = faults.perturb_pass(fault, 0, output.logits)
+    unstable_images, passes = None, None
     if job.repeats > 1:
-        # Each pass after the first opens a fresh session (a fresh VM for TVM); a build
-        # whose outputs are not the same bits every time (out-of-bounds reads,
-        # uninitialised memory) is unstable.
-        passes = [faults.perturb_pass(fault, number, runner.run(batch, stop).logits) for number in range(1, job.repeats)]
-        unstable_images = differing_rows(output.logits, passes)
+        # Each pass after the first opens a fresh session (a fresh VM for TVM), or runs in
+        # a fresh process; a build whose outputs are not the same bits every time
+        # (out-of-bounds reads, uninitialised memory) is unstable.
+        runs = _passes_in_processes(job, runner, batch) if job.repeat_in == "process" else \
+            [runner.run(batch, stop).logits for _ in range(1, job.repeats)]
+        passes = [faults.perturb_pass(fault, number, out) for number, out in enumerate(runs, start=1)]
+        unstable_images = differing_rows(logits, passes)
     info = None if cached else runner.build_info()
-    return JobResult(JobStatus.DONE, logits=output.logits, latencies=output.latencies, build_s=build_s,
+    return JobResult(JobStatus.DONE, logits=logits, latencies=output.latencies, build_s=build_s,
                      run_s=time.perf_counter() - start, cached=cached, unstable_images=unstable_images,
-                     build_info=info, images_run=output.images_run)
+                     build_info=info, images_run=output.images_run,
+                     passes=np.stack(passes) if job.keep_passes and passes else None)
+
+
+def _passes_in_processes(job: Job, runner, batch) -> list:
+    """Passes 2..N, each in a fresh Python process that loads the exported build and runs
+    the images once (`campaign.one_pass`): what one process's memory layout hides, another
+    may show. A pass whose process dies makes the job a crash, naming the pass."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mutatenn-passes-") as tmp:
+        folder = Path(tmp)
+        sys.stderr.write(f"pass 1: worker process {os.getpid()}\n")
+        runner.executable.export_library(str(folder / "build.so"))
+        np.save(folder / "batch.npy", batch)
+        (folder / "job.json").write_text(json.dumps({"variant": job.variant, "runner": job.runner,
+                                                      "host_cpu": job.host_cpu}))
+        out = []
+        for number in range(1, job.repeats):
+            result = subprocess.run([sys.executable, "-m", "mutatenn.campaign.one_pass", str(folder), str(number)],
+                                    capture_output=True, text=True)
+            sys.stderr.write(result.stderr)
+            if result.returncode != 0:
+                raise RuntimeError(f"pass {number + 1} of {job.repeats}, in a fresh process, "
+                                   f"{_exit_words(result.returncode)}: {first_line(result.stderr) or 'no message'}")
+            out.append(np.load(folder / f"pass-{number}.npy"))
+        return out
+
+
+def _exit_words(code: int) -> str:
+    """'died: SIGSEGV' for a signal, 'exited with 3' otherwise."""
+    import signal
+
+    if code < 0:
+        try:
+            return f"died: {signal.Signals(-code).name}"
+        except ValueError:
+            return f"died: signal {-code}"
+    return f"exited with {code}"
+
+
+def with_host_cpu(variant, host_cpu: str):
+    """Target ``cpu`` as the coordinator resolved it: the build's identity (its artifact
+    key) names the coordinator's CPU, so a worker on another machine must build for it too."""
+    target = getattr(variant, "target", None)
+    if not host_cpu or target is None or target.name != "cpu":
+        return variant
+    return dataclasses.replace(variant, target=dataclasses.replace(target, spec={**target.spec, "mcpu": host_cpu}))
 
 
 def _fast_kill_stop(job: Job):

@@ -68,24 +68,61 @@ def judge_rejudged(row: VerdictRow, artifact: dict) -> VerdictRow:
     return dataclasses.replace(row, reason=f"{reason}{REJUDGED}: {note}")
 
 
-def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion, truth=None) -> VerdictRow:
+def judged_values(ref: dict, out: dict, truth=None) -> dict:
+    """Every catalogue metric of ``out`` against ``ref`` (``logits``/``latencies``), plus the
+    counts of `operators.criteria.COUNT_TERMS` and ``flipped_images`` (the indices)."""
+    values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
+    with np.errstate(all="ignore"):
+        flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
+    return {**values, "flipped": len(flipped), "accuracy_drop": accuracy_drop(ref["logits"], out["logits"], truth),
+            "flipped_images": flipped}
+
+
+def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion, truth=None,
+                  passes=None) -> VerdictRow:
     """Killed or survived by ``criterion`` over every catalogue metric plus the counts of
     `operators.criteria.COUNT_TERMS` (``truth``: the images' class indices, for accuracy);
-    flipped images and stability come along so each row explains itself."""
+    flipped images and stability come along so each row explains itself. With stored
+    passes (``passes``: `repeats.PassSettings` of a verdict other than the first pass's),
+    the verdict is taken over every pass (`repeats.judge_passes`); the values shown stay
+    the first pass's."""
     mutant_id, stack = pair
     run = artifact.get("images_run")
     if run is not None:  # fast kill: the images not run count as agreeing (the bound the worker stopped on)
         out = {"logits": np.concatenate([out["logits"][:run], ref["logits"][run:]]),
                "latencies": np.concatenate([out["latencies"][:run], ref["latencies"][run:]])}
-    values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
-    with np.errstate(all="ignore"):
-        flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
-    judged = {**values, "flipped": len(flipped), "accuracy_drop": accuracy_drop(ref["logits"], out["logits"], truth)}
+    judged = judged_values(ref, out, truth)
+    flipped = judged.pop("flipped_images")
     killed = criterion.is_killed(judged)
     shown = ", ".join(f"{m} = {judged[m]:.6g}" for m in criterion.metrics)
     reason = f"{shown} (killed when {criterion})" if killed else ""
+    passes_killed = None
+    over = _over_passes(ref, out, criterion, truth, passes, judged)
+    if over is not None:
+        killed, passes_killed = over.killed, over.passes_killed
+        reason = f"{shown} in the first pass; {over.note}; killed when {criterion}"
     unstable = artifact.get("unstable_images")
+    values = {k: v for k, v in judged.items() if k not in ("flipped", "accuracy_drop")}
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),
-                      unstable_images=None if unstable is None else tuple(unstable), images_run=run)
+                      unstable_images=None if unstable is None else tuple(unstable), images_run=run,
+                      passes_killed=passes_killed)
+
+
+def _over_passes(ref: dict, out: dict, criterion, truth, passes, first: dict):
+    """The verdict over every pass (`repeats.judge_passes`), or None for a first-pass
+    verdict or outputs stored without their passes. Each mutant pass is judged against
+    the original's first pass; the original's own passes against it are its noise."""
+    if passes is None or passes.method == "first" or "passes" not in out or "passes" not in ref:
+        return None
+    from .repeats import judge_passes
+
+    def against_first(logits):
+        values = judged_values(ref, {"logits": logits, "latencies": ref["latencies"]}, truth)
+        values.pop("flipped_images")
+        return values
+
+    mutant = [first] + [against_first(p) for p in out["passes"]]
+    original = [against_first(p) for p in ref["passes"]]
+    return judge_passes(criterion, mutant, original, passes)

@@ -158,6 +158,7 @@ def site_population(mod, lowered, config: CampaignConfig, mutants: list) -> dict
 def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original_key: str = "") -> Job:
     """The worker's instructions for one artifact (the only place a Job is built);
     ``original_key`` is its stack's original, which a fast-kill job compares with."""
+    from ..build import host_cpu_name
     from .rundir import outputs_path
 
     stack = artifact.stack
@@ -174,4 +175,10 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
         and artifact.options.key() == stack.options.key(),
         fast_kill=str(config.criterion) if fast_kill else "",
         reference=str(outputs_path(out_dir, original_key)) if fast_kill else "",
+        stack=stack.name, host_cpu=host_cpu_name() if stack.target_name == "cpu" else "",
+        repeat_in=config.repeat_in, keep_passes=config.repeats > 1 and _pass_method(config) != "first",
     )
+
+
+def _pass_method(config: CampaignConfig) -> str:
+    return config.passes.method if config.passes is not None else "first"

@@ -51,19 +51,23 @@ def outputs_path(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / "outputs" / f"{key}.npz"
 
 
-def save_outputs(out_dir: Path, key: str, logits, latencies) -> Path:
-    """One build's logits and latencies, written atomically; returns the path."""
+def save_outputs(out_dir: Path, key: str, logits, latencies, passes=None) -> Path:
+    """One build's logits and latencies (and the logits of its passes 2..N, when a verdict
+    over passes needs them), written atomically; returns the path."""
     path = outputs_path(out_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, logits=np.asarray(logits, dtype=np.float32), latencies=np.asarray(latencies, dtype=np.float64))
+    extra = {} if passes is None else {"passes": np.asarray(passes, dtype=np.float32)}
+    np.savez(tmp, logits=np.asarray(logits, dtype=np.float32), latencies=np.asarray(latencies, dtype=np.float64),
+             **extra)
     os.replace(tmp, path)
     return path
 
 
 def load_outputs(out_dir: Path, key: str) -> dict:
+    """{"logits", "latencies"} and, when stored, "passes" (passes 2..N)."""
     with np.load(outputs_path(out_dir, key)) as data:
-        return {"logits": data["logits"], "latencies": data["latencies"]}
+        return {name: data[name] for name in data.files}
 
 
 def mutant_record(ordinal: int, m, via: str = "") -> dict:
@@ -116,7 +120,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "started": store.get_meta("started"), "finished": store.get_meta("finished") or now(),
         "duration_s": store.get_meta("duration_s"), "mutatenn_version": __version__, "config": config.raw,
         "kill_criterion": str(config.criterion), "per_image_cap": config.per_image_cap,
-        "mutant_count": len(mutants), "repeats": config.repeats,
+        "mutant_count": len(mutants), "repeats": config.repeats, "repeat_in": config.repeat_in,
+        "pass_verdict": _pass_verdict(config),
         "unstable_originals": unstable_originals(originals, built),
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
         "build_summary": _build_summary(builds), "fast_kill": config.fast_kill,
@@ -126,6 +131,17 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "metrics": operators.CATALOGUE.describe(),
     })
     return verdicts, scores
+
+
+def _pass_verdict(config: CampaignConfig) -> dict:
+    """How the repeated passes made one verdict (`campaign.repeats`)."""
+    from .repeats import PassSettings, describe
+
+    settings = config.passes or PassSettings()
+    out = {"method": settings.method, "text": describe(settings)}
+    if settings.method == "statistical":
+        out.update(significance=settings.significance, effect_size=settings.effect_size)
+    return out
 
 
 def _build_summary(builds) -> dict:

@@ -28,7 +28,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
                   "stack": v.stack, "verdict": v.verdict.value, "reason": v.reason}
         record.update({name: _finite_or_none(v.values.get(name)) for name in metrics})
         record.update(flipped=v.flipped, build_s=v.build_s, run_s=v.run_s, log_tail=v.log_tail, unstable=v.unstable,
-                      images_run=v.images_run,
+                      images_run=v.images_run, passes_killed=v.passes_killed,
                       _ordinal=m["ordinal"],
                       _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
         records.append(record)
@@ -38,6 +38,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
     frame["flipped"] = frame["flipped"].astype("Int64")
     frame["unstable"] = frame["unstable"].astype("Int64")  # empty: not measured (repeats = 1, or not run)
     frame["images_run"] = frame["images_run"].astype("Int64")  # empty: every image (no fast kill)
+    frame["passes_killed"] = frame["passes_killed"].astype("Int64")  # empty: the first pass alone judged
     return frame.reset_index(drop=True)
 
 
