@@ -91,6 +91,9 @@ class CampaignConfig:
     # N passes make one verdict (`campaign.repeats.PASS_VERDICTS`).
     repeat_in: str = "worker"
     passes: object = None  # campaign.repeats.PassSettings
+    # [run] reference: "saved:DIR[:VARIANT]", saved outputs (`mutatenn.golden`) every mutant
+    # is judged against instead of its stack's original (empty: the original).
+    reference: str = ""
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -154,7 +157,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
             raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
-                                             "repeat_in", "verdict", "significance", "effect_size"})
+                                             "repeat_in", "verdict", "significance", "effect_size", "reference"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -173,7 +176,30 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     repeat_in = _repeat_in(run, repeats, stacks)
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
-                          rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes)
+                          rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
+                          reference=_reference(run, base_dir))
+
+
+def _reference(run: dict, base_dir: Path) -> str:
+    """``[run] reference = "saved:DIR[:VARIANT]"``: the folder must hold saved outputs of
+    that variant now; whether they are of this model and image set is checked once both
+    are loaded (`campaign.engine.load_reference`). A relative DIR is the config's."""
+    from .golden import PREFIX, SavedOutputsError, parse_saved_baseline
+
+    text = _string(run, "reference", "run.reference")
+    if text is None:
+        return ""
+    if not text.startswith(PREFIX):
+        raise ConfigError(f"config key 'run.reference': expected saved:DIR[:VARIANT] (outputs written by "
+                          f"mutatenn compare --save-outputs DIR), got {text!r}")
+    rest = text[len(PREFIX):]
+    if rest and not Path(rest.split(":", 1)[0]).expanduser().is_absolute():
+        rest = str(base_dir.resolve() / rest)
+    try:
+        saved = parse_saved_baseline(PREFIX + rest, "config key 'run.reference':")
+    except SavedOutputsError as err:
+        raise ConfigError(str(err)) from None
+    return f"{PREFIX}{saved.folder.resolve()}:{saved.variant}"
 
 
 def _pass_settings(run: dict, repeats: int, fast_kill: bool):

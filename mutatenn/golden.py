@@ -198,12 +198,13 @@ def is_saved(text: str) -> bool:
     return text.strip().startswith(PREFIX)
 
 
-def parse_saved_baseline(text: str) -> SavedBaseline:
+def parse_saved_baseline(text: str, what: str = "--baseline") -> SavedBaseline:
     """``saved:DIR`` (the saved run's baseline) or ``saved:DIR:VARIANT``; DIR is the longest
-    prefix that is a folder holding a manifest (a folder name may itself hold ':')."""
+    prefix that is a folder holding a manifest (a folder name may itself hold ':').
+    ``what`` names the setting in error lines (an option, or a config key)."""
     rest = text.strip()[len(PREFIX):]
     if not rest:
-        raise SavedOutputsError("--baseline saved:DIR[:VARIANT]: give the folder --save-outputs wrote")
+        raise SavedOutputsError(f"{what} saved:DIR[:VARIANT]: give the folder --save-outputs wrote")
     cuts = [len(rest)] + [i for i in range(len(rest) - 1, 0, -1) if rest[i] == ":"]
     for cut in cuts:
         folder = Path(rest[:cut]).expanduser()
@@ -213,16 +214,16 @@ def parse_saved_baseline(text: str) -> SavedBaseline:
     else:
         folder = Path(rest.split(":", 1)[0]).expanduser()
         why = "does not exist" if not folder.exists() else f"holds no {MANIFEST} (not written by --save-outputs)"
-        raise SavedOutputsError(f"--baseline {text!r}: saved-outputs folder {str(folder)!r} {why}")
+        raise SavedOutputsError(f"{what} {text!r}: saved-outputs folder {str(folder)!r} {why}")
     manifest = _read_manifest(folder)
     saved = list(manifest.get("variants", {}))
     if not variant:
         variant = manifest.get("baseline") or ""
         if not variant:
-            raise SavedOutputsError(f"--baseline {text!r}: {str(folder)!r} saved no baseline of its own; name one: "
+            raise SavedOutputsError(f"{what} {text!r}: {str(folder)!r} saved no baseline of its own; name one: "
                                     f"saved:{folder}:VARIANT ({', '.join(saved)})")
     if variant not in saved:
-        raise SavedOutputsError(f"--baseline {text!r}: {str(folder)!r} holds no outputs of variant {variant!r} "
+        raise SavedOutputsError(f"{what} {text!r}: {str(folder)!r} holds no outputs of variant {variant!r} "
                                 f"(it holds: {', '.join(saved) or 'none'})")
     return SavedBaseline(folder, variant, manifest)
 

@@ -314,6 +314,8 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             *([("Stacks left out", _failed_stacks(meta))] if meta.get("failed_stacks") else []),
             ("Mutants", str(len(mutants))),
             ("Inference passes per build", _repeats_text(meta)),
+            ("Mutants judged against", f"saved outputs {meta['reference']}" if meta.get("reference")
+             else "each stack's original program"),
             ("Build + run time", fmt_seconds(pd.to_numeric(verdicts["build_s"], errors="coerce").sum()
                                              + pd.to_numeric(verdicts["run_s"], errors="coerce").sum())),
         ],

@@ -74,3 +74,52 @@ def test_a_saved_folder_of_another_model_or_image_set_is_refused(saved, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("mutatenn: error:") and phrase in err and "\n" not in err
     assert not (tmp_path / "out").exists()  # refused before anything ran or was written
+
+
+CAMPAIGN = """
+[model]
+spec = "digits"
+[images]
+spec = "{images}"
+[mutants.operators]
+drop_weight_precision = {{ positions = [0, 1] }}
+[[stacks]]
+name = "o0"
+target = "cpu"
+opt_level = 0
+[kill]
+criterion = "rel_l2 > 1e-6"
+[run]
+reference = "{reference}"
+"""
+
+
+def test_a_campaign_judges_its_mutants_against_saved_outputs(saved, tmp_path):
+    """[run] reference: the mutants on an O0 stack are judged against O2's saved outputs."""
+    import sqlite3
+
+    import operators
+
+    reference = f"saved:{saved / 'saved'}:tvm:cpu:O2"
+    config = tmp_path / "c.toml"
+    config.write_text(CAMPAIGN.format(images="digits:20", reference=reference))
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0
+    entry = json.loads((saved / "saved" / "manifest.json").read_text())["variants"]["tvm:cpu:O2"]
+    golden = np.load(saved / "saved" / entry["logits"])
+    run = tmp_path / "run"
+    with sqlite3.connect(run / "results.sqlite") as db:
+        rows = db.execute("SELECT mutant_id, artifact, \"values\" FROM verdicts").fetchall()
+    assert len(rows) == 2
+    for mutant_id, artifact, values in rows:
+        with np.load(run / "outputs" / f"{artifact}.npz") as out:
+            expected = operators.compare_outputs(golden, out["logits"], None, None)["rel_l2"]
+        assert json.loads(values)["rel_l2"] == pytest.approx(expected, rel=1e-9, abs=1e-12), mutant_id
+    assert np.array_equal(np.load(run / "outputs" / "reference.npz")["logits"], golden)
+    assert json.loads((run / "run.json").read_text())["reference"].endswith(":tvm:cpu:O2")
+
+    # Saved outputs of another image set: one line naming it, exit 2, before anything is built.
+    config.write_text(CAMPAIGN.format(images="digits:12", reference=reference))
+    proc = run_cli("run", str(config), "--out", str(tmp_path / "other"), "--quiet")
+    assert proc.returncode == 2 and "from another image set" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list((tmp_path / "other").rglob("*.npz"))

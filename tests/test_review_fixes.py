@@ -126,3 +126,21 @@ def test_a_stack_this_machine_cannot_run_is_refused_when_parsed():
         runner_class(variant.kind).preflight(variant)
     with pytest.raises(TargetError):
         check_runnable(variant.target)
+
+
+def test_target_cpu_is_resolved_on_the_coordinator_and_shipped_in_each_job(tmp_path):
+    """On Dask a worker resolved `cpu` to its own CPU while the artifact key named the
+    coordinator's: the job now carries the coordinator's CPU, and the worker builds for it."""
+    from mutatenn.build import host_cpu_name
+    from mutatenn.campaign.job import with_host_cpu
+    from mutatenn.campaign.plan import Artifact, make_job
+
+    config = parse_config({"model": "digits", "images": "digits:4",
+                           "stacks": [{"name": "here", "target": "cpu"}, {"name": "plain", "target": "cpu-generic"}]})
+    jobs = [make_job(Artifact("k", stack, stack.options, "h"), config, tmp_path) for stack in config.stacks]
+    assert [j.host_cpu for j in jobs] == [host_cpu_name(), ""]  # a named CPU target needs nothing shipped
+    # A worker on another CPU (here: one that says it is a generic x86-64) builds what the key names.
+    shipped = with_host_cpu(parse_variant(jobs[0].variant, jobs[0].runner), "x86-64")
+    assert shipped.target.spec["mcpu"] == "x86-64" and shipped.target.name == "cpu"
+    plain = parse_variant(jobs[1].variant, jobs[1].runner)
+    assert with_host_cpu(plain, "x86-64") == plain

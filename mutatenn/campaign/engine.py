@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..config import CampaignConfig
@@ -68,6 +69,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         pending = sum(m.status.value == "pending" for m in mutants)
         say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
                    f"{len(plan.artifacts)} distinct builds (originals included)")
+        load_reference(config, program, images, out_dir)
         orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
                                     truth=image_truth(config, program, images))
         orchestrator.run()
@@ -156,6 +158,20 @@ def image_truth(config: CampaignConfig, program, images):
     return truth
 
 
+def load_reference(config: CampaignConfig, program, images, out_dir: Path) -> None:
+    """``[run] reference``: saved outputs of this model and image set (refused otherwise,
+    in one line), stored in the run folder as the outputs every mutant is judged against."""
+    if not config.reference:
+        return
+    from ..golden import parse_saved_baseline
+
+    saved = parse_saved_baseline(config.reference, "config key 'run.reference':")
+    for note in saved.check(program.source, config.pretrained, config.images, images):
+        print(f"note: {note}", file=sys.stderr)
+    output = saved.result().output
+    rundir.save_outputs(out_dir, rundir.REFERENCE_KEY, output.logits, output.latencies)
+
+
 ORIGINAL_FAILED = "original program "  # how a pair crashed by its stack's original begins
 
 
@@ -171,6 +187,8 @@ class Orchestrator:
         self.counts = {v: 0 for v in Verdict}
         self.outputs_cache: dict[str, dict] = {}
         self.failed: dict[str, str] = {}  # stack -> why its original failed: its pairs are crashed, not built
+        # What each stack's mutants are judged against: its original, or the saved reference.
+        self.judge_keys = rundir.judge_keys(config, plan.originals)
 
     def run(self) -> None:
         original_keys = self.plan.original_keys
@@ -241,7 +259,7 @@ class Orchestrator:
         from .dispatch import run_dask, run_local
 
         jobs = [make_job(self.plan.artifacts[k], self.config, self.out_dir,
-                         self.plan.originals[self.plan.artifacts[k].stack.name]) for k in keys]
+                         self.judge_keys[self.plan.artifacts[k].stack.name]) for k in keys]
         if self.client is not None:
             results = run_dask(self.client, jobs, self.config.timeout_s)
         else:
@@ -287,9 +305,24 @@ class Orchestrator:
     def _judge(self, pair: tuple[str, str], info: dict) -> VerdictRow:
         if info["status"] != "done":
             return judge_failure(pair, info)
-        ref = self._outputs(self.plan.originals[pair[1]])
+        ref = self._reference(pair[1])
         return judge_outputs(pair, info, ref, self._outputs(info["key"]), self.config.criterion, self.truth,
                              self.config.passes)
+
+    def _reference(self, stack: str) -> dict:
+        """The outputs ``stack``'s mutants are judged against. A saved reference borrows the
+        original's passes (all of them) as the noise a statistical verdict measures."""
+        original = self._outputs(self.plan.originals[stack])
+        if not self.config.reference:
+            return original
+        ref = dict(self._outputs(rundir.REFERENCE_KEY))
+        if ref["logits"].shape != original["logits"].shape:
+            raise CampaignError(f"config key 'run.reference': the saved outputs are {ref['logits'].shape[0]} images x "
+                                f"{ref['logits'].shape[1]} classes; the original on stack {stack!r} gives "
+                                f"{original['logits'].shape[0]} x {original['logits'].shape[1]}")
+        if "passes" in original:
+            ref["passes"] = np.concatenate([original["logits"][None], original["passes"]])
+        return ref
 
     def _outputs(self, key: str) -> dict:
         if key not in self.outputs_cache:

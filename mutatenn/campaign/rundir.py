@@ -80,6 +80,14 @@ def mutant_record(ordinal: int, m, via: str = "") -> dict:
             "build_options": json.dumps(m.build_options, sort_keys=True), "diff": diff, "via": via}
 
 
+REFERENCE_KEY = "reference"  # outputs/reference.npz: the saved outputs of [run] reference
+
+
+def judge_keys(config: CampaignConfig, originals: dict[str, str]) -> dict[str, str]:
+    """Stack -> the outputs its mutants are judged against: its original's, or the saved reference."""
+    return {stack: REFERENCE_KEY if config.reference else key for stack, key in originals.items()}
+
+
 def unstable_originals(originals: dict[str, str], built: dict) -> list[str]:
     """Stacks whose original program gave different outputs in repeated runs."""
     return [stack for stack, key in originals.items() if built.get(key, {}).get("unstable_images")]
@@ -91,12 +99,13 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     ``failed_stacks``: stack -> why it judged nothing (its path or its original failed)."""
     stack_order = [s.name for s in config.stacks]
     originals = plan.originals
+    against = judge_keys(config, originals)
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
     stored_mutants = store.mutants()
     verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
     scores = tables.score_table(verdicts, stack_order, plan.population)
     judged = {(v.mutant_id, v.stack): v for v in rows if v.verdict.is_judged}
-    per_image = tables.per_image_table(verdicts, judged, originals, lambda key: load_outputs(out_dir, key)["logits"],
+    per_image = tables.per_image_table(verdicts, judged, against, lambda key: load_outputs(out_dir, key)["logits"],
                                        images, program.labels, config.per_image_cap)
     mutants = [{"id": m["id"], "operator": m["operator"], "level": m["level"], "site": m["site"],
                 "site_index": m["site_index"], "status": m["status"], "reason": m["reason"], "hash": m["hash"],
@@ -107,7 +116,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     write_csv(out_dir / f"{schema.PER_IMAGE}.csv", per_image)
     write_csv(out_dir / schema.SCORES_CSV, scores)
     write_csv(out_dir / schema.KILL_MATRIX_CSV,
-              tables.kill_matrix_table(verdicts, judged, originals, lambda key: load_outputs(out_dir, key), images,
+              tables.kill_matrix_table(verdicts, judged, against, lambda key: load_outputs(out_dir, key), images,
                                        config.criterion))
     write_csv(out_dir / schema.DISCREPANCIES_CSV, tables.discrepancy_table(verdicts, stack_order))
     write_json(out_dir / schema.IMAGES_JSON, image_records(images))
@@ -121,6 +130,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "duration_s": store.get_meta("duration_s"), "mutatenn_version": __version__, "config": config.raw,
         "kill_criterion": str(config.criterion), "per_image_cap": config.per_image_cap,
         "mutant_count": len(mutants), "repeats": config.repeats, "repeat_in": config.repeat_in,
+        "reference": config.reference or None,
         "pass_verdict": _pass_verdict(config),
         "unstable_originals": unstable_originals(originals, built),
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
