@@ -54,20 +54,37 @@ class Metric:
         if not self.title:
             object.__setattr__(self, "title", self.name)
 
-    def evaluate(self, ref_logits, other_logits, ref_latencies, other_latencies, k: int) -> float:
-        """This metric's value for one pair; NaN for a latency metric without latencies."""
+    def evaluate(self, ref_logits, other_logits, ref_latencies, other_latencies, k: int,
+                 params: dict | None = None) -> float:
+        """This metric's value for one pair; NaN for a latency metric without latencies.
+        ``params``: the summary's own keywords a kill criterion set (``rbo(depth=20)``)."""
+        params = dict(params or {})
         if self.inputs == LATENCIES:
             if ref_latencies is None or other_latencies is None:
                 return float("nan")
-            return float(self.summary(ref_latencies, other_latencies))
+            return float(self.summary(ref_latencies, other_latencies, **params))
         if _takes_k(self.summary):
-            return float(self.summary(ref_logits, other_logits, k=k))
-        return float(self.summary(ref_logits, other_logits))
+            params.setdefault("k", k)
+        return float(self.summary(ref_logits, other_logits, **params))
+
+    def parameters(self) -> dict:
+        """The keywords a kill criterion may set (the summary's, after its two inputs) and
+        their defaults: ``topk_overlap(k=10)``, ``rbo(depth=20, p=0.95)``."""
+        return metric_parameters(self.summary)
 
     def describe(self) -> dict:
         """What a run folder records about this metric (reports read it from run.json)."""
         return {"name": self.name, "title": self.title, "direction": self.direction, "scale": self.scale,
                 "doc": self.doc}
+
+
+def metric_parameters(func) -> dict:
+    """A summary function's keyword parameters after its two inputs, with defaults."""
+    try:
+        params = list(inspect.signature(func).parameters.values())[2:]
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _takes_k(func) -> bool:

@@ -18,7 +18,8 @@ import numpy as np
 
 from operators.catalogue import CATALOGUE, HIGHER_IS_CLOSER
 
-_CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<cmp>[^\sA-Za-z0-9_.+-]+)\s*(?P<thr>\S.*?)\s*$")
+_CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?:\((?P<params>[^()]*)\))?\s*"
+                        r"(?P<cmp>[^\sA-Za-z0-9_.+-]+)\s*(?P<thr>\S.*?)\s*$")
 
 
 # Terms that are counts over the images rather than catalogue metrics: name -> (comparison, doc).
@@ -38,6 +39,13 @@ class CountTerm:
     @property
     def comparison(self) -> str:
         return COUNT_TERMS[self.metric][0]
+
+    @property
+    def key(self) -> str:
+        return self.metric
+
+    def terms(self) -> tuple:
+        return (self,)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -77,6 +85,10 @@ class _Combination:
     def metrics(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m for p in self.parts for m in p.metrics))
 
+    def terms(self) -> tuple:
+        """Every single term, in order."""
+        return tuple(t for p in self.parts for t in p.terms())
+
     def is_killed(self, values) -> bool:
         return self.combine(p.is_killed(values) for p in self.parts)
 
@@ -101,6 +113,7 @@ class KillCriterion:
 
     metric: str
     threshold: float
+    params: tuple = ()  # (name, value) pairs of the metric's own keywords: rbo(depth=20)
 
     def __post_init__(self):
         if self.metric not in CATALOGUE:
@@ -111,8 +124,19 @@ class KillCriterion:
         object.__setattr__(self, "threshold", float(self.threshold))
 
     @property
+    def key(self) -> str:
+        """Where the judged values hold this term's value: the metric's name, with its
+        parameters when it has any (``rbo(depth=20)``: not the catalogue's default value)."""
+        if not self.params:
+            return self.metric
+        return f"{self.metric}({', '.join(f'{k}={v:g}' for k, v in self.params)})"
+
+    @property
     def metrics(self) -> tuple[str, ...]:
-        return (self.metric,)
+        return (self.key,)
+
+    def terms(self) -> tuple:
+        return (self,)
 
     @property
     def comparison(self) -> str:
@@ -121,9 +145,9 @@ class KillCriterion:
 
     def is_killed(self, values) -> bool:
         """Whether `values` (metric name -> value) meets this criterion."""
-        if self.metric not in values:
-            raise ValueError(f"kill criterion needs {self.metric!r}, which the values lack")
-        value = float(values[self.metric])
+        if self.key not in values:
+            raise ValueError(f"kill criterion needs {self.key!r}, which the values lack")
+        value = float(values[self.key])
         # a NaN/inf summary means an output went non-finite: never a survival
         if not math.isfinite(value):
             return True
@@ -143,10 +167,22 @@ class KillCriterion:
         filled = np.array(ref_logits, dtype=np.float32, copy=True)
         filled[: len(prefix_logits)] = prefix_logits
         with np.errstate(all="ignore"):
-            return self.is_killed({self.metric: metric.evaluate(ref_logits, filled, None, None, 5)})
+            return self.is_killed({self.key: metric.evaluate(ref_logits, filled, None, None, 5, dict(self.params))})
+
+    def value(self, ref_logits, other_logits, ref_latencies=None, other_latencies=None) -> float:
+        """This term's metric with its own parameters, for one pair."""
+        return CATALOGUE[self.metric].evaluate(ref_logits, other_logits, ref_latencies, other_latencies, 5,
+                                               dict(self.params))
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.comparison} {self.threshold:g}"
+        return f"{self.key} {self.comparison} {self.threshold:g}"
+
+
+def term_values(criterion, ref: dict, out: dict) -> dict:
+    """The values of the criterion's parameterised terms (the catalogue's own values cover
+    the others), keyed as the terms read them; ``ref``/``out``: logits and latencies."""
+    return {t.key: t.value(ref["logits"], out["logits"], ref.get("latencies"), out.get("latencies"))
+            for t in criterion.terms() if getattr(t, "params", ())}
 
 
 def parse_criterion(text: str):
@@ -184,6 +220,7 @@ def _parse_term(term: str, text: str):
     op, cmp, thr = m.group("op"), m.group("cmp"), m.group("thr")
     if op not in CATALOGUE:
         raise ValueError(f"unknown operator {op!r} in kill criterion {text!r}; known: {', '.join(CATALOGUE)}")
+    params = _metric_params(op, m.group("params"), text)
     direction = CATALOGUE[op].direction
     expected = "<" if direction == HIGHER_IS_CLOSER else ">"
     if cmp not in ("<", ">"):
@@ -191,7 +228,32 @@ def _parse_term(term: str, text: str):
     if cmp != expected:
         raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}: {op} is {direction}, "
                          f"so a mutant is killed when it is {expected} the threshold")
-    return KillCriterion(op, _threshold(thr, text))
+    return KillCriterion(op, _threshold(thr, text), params)
+
+
+def _metric_params(op: str, text_params: str | None, text: str) -> tuple:
+    """``(k=10, p=0.95)`` after a metric's name: keywords its summary takes, as numbers,
+    tried once on a probe pair so a value the metric refuses is refused here, in one line."""
+    if text_params is None:
+        return ()
+    known = CATALOGUE[op].parameters()
+    params = {}
+    for item in filter(None, (x.strip() for x in text_params.split(","))):
+        name, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or name not in known:
+            raise ValueError(f"bad parameter {item!r} of {op} in kill criterion {text!r}; "
+                             f"{op} takes {', '.join(f'{k}=' for k in known) or 'no parameters'}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"bad parameter {item!r} of {op} in kill criterion {text!r}; expected a number") from None
+        params[name] = int(number) if number.is_integer() and not isinstance(known[name], float) else number
+    probe = np.eye(2, 1000, dtype=np.float32)
+    try:
+        CATALOGUE[op].evaluate(probe, probe, np.ones(2), np.ones(2), 5, params)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"bad parameters of {op} in kill criterion {text!r}: {err}") from None
+    return tuple(sorted(params.items()))
 
 
 def _threshold(thr: str, text: str) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 import operators
 from mutatenn.cli import main
+from operators import ranking
 from operators.criteria import AllOf, AnyOf, CountTerm
 
 CONFIG = """
@@ -56,6 +57,29 @@ def test_bad_criteria_name_the_problem(text, message):
         operators.parse_criterion(text)
 
 
+def test_metric_terms_take_their_own_depth_and_persistence():
+    c = operators.parse_criterion("topk_overlap(k=2) < 1 and rbo(depth=3, p=0.5) < 0.9")
+    assert [t.key for t in c.terms()] == ["topk_overlap(k=2)", "rbo(depth=3, p=0.5)"]
+    assert operators.parse_criterion(str(c)) == c
+    ref = np.array([[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]], dtype=np.float32)
+    out = ref[:, [0, 2, 1, 3, 4, 5, 6, 7, 8, 9]]  # labels 1 and 2 swap places: top-2 loses one label
+    values = operators.criteria.term_values(c, {"logits": ref}, {"logits": out})
+    assert values["topk_overlap(k=2)"] == 0.5
+    assert values["rbo(depth=3, p=0.5)"] == pytest.approx(ranking.rbo(ref, out, p=0.5, depth=3))
+    assert operators.compare_outputs(ref, out)["topk_overlap"] == 1.0  # the default k = 5 sees no change
+    assert c.is_killed(values)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rbo(p=2) < 0.9", "p must lie strictly between 0 and 1"), ("rbo(q=1) < 0.9", "rbo takes p=, depth="),
+    ("topk_overlap(k=0) < 1", "positive integer"), ("topk_overlap(k=x) < 1", "expected a number"),
+    ("rel_l2(k=3) > 1e-3", "rel_l2 takes no parameters"),
+])
+def test_bad_metric_parameters_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        operators.parse_criterion(text)
+
+
 def test_flipped_prefix_bound_stops_only_when_enough_images_flipped():
     ref = np.eye(4, dtype=np.float32)
     out = ref[:, ::-1].copy()  # every image's top-1 changes
@@ -64,7 +88,7 @@ def test_flipped_prefix_bound_stops_only_when_enough_images_flipped():
 
 
 def test_a_campaign_judges_flipped_and_accuracy_drop_from_its_own_outputs(tmp_path):
-    criterion = "flipped >= 2 or accuracy_drop > 0.05"
+    criterion = "flipped >= 2 or accuracy_drop > 0.05 and rbo(depth=3, p=0.5) < 0.99"
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.format(criterion=criterion))
     out = tmp_path / "run"
@@ -80,7 +104,8 @@ def test_a_campaign_judges_flipped_and_accuracy_drop_from_its_own_outputs(tmp_pa
     for row in judged.itertuples():
         logits = np.load(out / "outputs" / f"{verdicts_artifact(out, row.mutant_id)}.npz")["logits"]
         drop = operators.accuracy(ref, truth) - operators.accuracy(logits, truth)
-        expected = int(row.flipped) >= 2 or drop > 0.05
+        shallow = ranking.rbo(ref, logits, p=0.5, depth=3)  # the criterion's own depth and persistence
+        expected = int(row.flipped) >= 2 or (drop > 0.05 and shallow < 0.99)
         assert (row.verdict == "killed") == expected, (row.mutant_id, row.flipped, drop)
     assert set(judged["verdict"]) == {"killed", "survived"}  # the criterion splits this set
 

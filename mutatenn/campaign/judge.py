@@ -68,11 +68,15 @@ def judge_rejudged(row: VerdictRow, artifact: dict) -> VerdictRow:
     return dataclasses.replace(row, reason=f"{reason}{REJUDGED}: {note}")
 
 
-def judged_values(ref: dict, out: dict, truth=None) -> dict:
-    """Every catalogue metric of ``out`` against ``ref`` (``logits``/``latencies``), plus the
-    counts of `operators.criteria.COUNT_TERMS` and ``flipped_images`` (the indices)."""
+def judged_values(ref: dict, out: dict, criterion, truth=None) -> dict:
+    """Every catalogue metric of ``out`` against ``ref`` (``logits``/``latencies``), the
+    criterion's parameterised terms (``rbo(depth=20)``), the counts of
+    `operators.criteria.COUNT_TERMS` and ``flipped_images`` (the indices)."""
+    from operators.criteria import term_values
+
     values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
     with np.errstate(all="ignore"):
+        values.update(term_values(criterion, ref, out))
         flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
     return {**values, "flipped": len(flipped), "accuracy_drop": accuracy_drop(ref["logits"], out["logits"], truth),
             "flipped_images": flipped}
@@ -91,7 +95,7 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
     if run is not None:  # fast kill: the images not run count as agreeing (the bound the worker stopped on)
         out = {"logits": np.concatenate([out["logits"][:run], ref["logits"][run:]]),
                "latencies": np.concatenate([out["latencies"][:run], ref["latencies"][run:]])}
-    judged = judged_values(ref, out, truth)
+    judged = judged_values(ref, out, criterion, truth)
     flipped = judged.pop("flipped_images")
     killed = criterion.is_killed(judged)
     shown = ", ".join(f"{m} = {judged[m]:.6g}" for m in criterion.metrics)
@@ -102,7 +106,7 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
         killed, passes_killed = over.killed, over.passes_killed
         reason = f"{shown} in the first pass; {over.note}; killed when {criterion}"
     unstable = artifact.get("unstable_images")
-    values = {k: v for k, v in judged.items() if k not in ("flipped", "accuracy_drop")}
+    values = {k: v for k, v in judged.items() if k in operators.CATALOGUE}  # the catalogue's columns
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),
@@ -119,7 +123,7 @@ def _over_passes(ref: dict, out: dict, criterion, truth, passes, first: dict):
     from .repeats import judge_passes
 
     def against_first(logits):
-        values = judged_values(ref, {"logits": logits, "latencies": ref["latencies"]}, truth)
+        values = judged_values(ref, {"logits": logits, "latencies": ref["latencies"]}, criterion, truth)
         values.pop("flipped_images")
         return values
 

@@ -120,17 +120,17 @@ def _significant(term, mutant, original, settings: PassSettings, notes: list[str
     from scipy.stats import mannwhitneyu
 
     greater = term.comparison in (">", ">=")
-    x = _finite_side([v[term.metric] for v in mutant], greater)
-    y = _finite_side([v[term.metric] for v in original], greater)
+    x = _finite_side([v[term.key] for v in mutant], greater)
+    y = _finite_side([v[term.key] for v in original], greater)
     median = float(np.median(x))
-    holds = bool(term.is_killed({term.metric: median}))
+    holds = bool(term.is_killed({term.key: median}))
     if len(y) == 0 or np.all(np.concatenate([x, y]) == x[0]):
         p = 1.0  # no variation at all: nothing to tell apart
     else:
         p = float(mannwhitneyu(x, y, alternative="greater" if greater else "less").pvalue)
     a12 = _a12(x, y, greater)
     met = holds and p < settings.significance and a12 >= settings.effect_size
-    notes.append(f"{term.metric}: median {median:.6g} vs original {float(np.median(y)) if len(y) else float('nan'):.6g},"
+    notes.append(f"{term.key}: median {median:.6g} vs original {float(np.median(y)) if len(y) else float('nan'):.6g},"
                  f" p = {p:.3g}, A12 = {a12:.2f}")
     return met
 

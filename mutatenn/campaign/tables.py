@@ -205,13 +205,14 @@ def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
     per_image = _per_image_form(metric)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # a broken mutant's NaN rows are expected here
+        params = dict(criterion.params)
         if per_image is not None:
-            values = per_image(a, b, k=5) if _takes_k(per_image) else per_image(a, b)
+            values = per_image(a, b, **({"k": 5} if _takes_k(per_image) else {}), **params)
         elif latencies:
-            values = [metric.evaluate(None, None, a[i:i + 1], b[i:i + 1], 5) for i in range(n)]
+            values = [metric.evaluate(None, None, a[i:i + 1], b[i:i + 1], 5, params) for i in range(n)]
         else:
-            values = [metric.evaluate(a[i:i + 1], b[i:i + 1], None, None, 5) for i in range(n)]
-    return np.array([criterion.is_killed({metric.name: float(x)}) for x in values], dtype=bool)
+            values = [metric.evaluate(a[i:i + 1], b[i:i + 1], None, None, 5, params) for i in range(n)]
+    return np.array([criterion.is_killed({criterion.key: float(x)}) for x in values], dtype=bool)
 
 
 def _per_image_form(metric):
