@@ -7,6 +7,7 @@ See examples/*.toml for annotated configs.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class CampaignConfig:
     # [run] reference: "saved:DIR[:VARIANT]", saved outputs (`mutatenn.golden`) every mutant
     # is judged against instead of its stack's original (empty: the original).
     reference: str = ""
+    timing: object = None  # [run] timing: mutatenn.timing.Timing (pinned threads, N calls per image), or None
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -157,7 +159,8 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
             raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
-                                             "repeat_in", "verdict", "significance", "effect_size", "reference"})
+                                             "repeat_in", "verdict", "significance", "effect_size", "reference",
+                                             "timing"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -177,7 +180,27 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
-                          reference=_reference(run, base_dir))
+                          reference=_reference(run, base_dir), timing=_timing(run, criterion))
+
+
+def _timing(run: dict, criterion):
+    """``[run] timing = { calls = N, threads = T }``; a latency kill criterion needs it
+    (`mutatenn.timing`: one timed call per image on shared cores is noise)."""
+    from .timing import DEFAULT_CALLS, MIN_CALLS, Timing, uses_latency
+
+    table = run.get("timing")
+    if table is None:
+        if uses_latency(criterion):
+            raise ConfigError(f"config key 'kill.criterion': {criterion} kills on latency, which needs "
+                              "[run] timing = { calls = N, threads = T } (pinned threads, each image timed N times)")
+        return None
+    table = _table(table, "run.timing", {"calls", "threads"})
+    calls = int(_number(table, "calls", DEFAULT_CALLS, "run.timing.calls", minimum=MIN_CALLS, integer=True))
+    threads = int(_number(table, "threads", 1, "run.timing.threads", minimum=1, integer=True))
+    cores = len(os.sched_getaffinity(0))
+    if threads > cores:
+        raise ConfigError(f"config key 'run.timing.threads': this machine gives MutateNN {cores} cores, not {threads}")
+    return Timing(calls, threads)
 
 
 def _reference(run: dict, base_dir: Path) -> str:

@@ -61,6 +61,8 @@ class Job:
     host_cpu: str = ""  # target "cpu" as the coordinator resolved it (a Dask worker may have another CPU)
     repeat_in: str = "worker"  # passes 2..N in this worker, or each in a fresh process ("process")
     keep_passes: bool = False  # return every pass's logits (a verdict over passes needs them)
+    timing_calls: int = 1  # timed calls per image (the latency is their median)
+    threads: int = 0  # pin the runtime's thread pool to this many threads and cores (0: as it is)
 
     @property
     def is_original(self) -> bool:

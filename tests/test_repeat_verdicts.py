@@ -116,3 +116,40 @@ def test_bad_repeat_settings_are_one_line(run, message):
            "stacks": [{"name": "cpu", "target": "cpu"}], "run": run}
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(raw)
+
+
+LATENCY = """
+[model]
+spec = "digits"
+[images]
+spec = "digits:4"
+[mutants.operators]
+drop_weight_precision = {{ positions = [0, 1] }}
+[[stacks]]
+name = "cpu"
+target = "cpu"
+[kill]
+criterion = "latency_ratio > 10"
+[run]
+timeout = 300
+{timing}
+"""
+
+
+def test_a_latency_kill_needs_pinned_threads_and_repeated_timing(tmp_path):
+    config = tmp_path / "latency.toml"
+    config.write_text(LATENCY.format(timing=""))
+    proc = run_cli("run", str(config), "--out", str(tmp_path / "refused"), "--quiet")
+    assert proc.returncode == 2 and "needs [run] timing" in proc.stderr, proc.stderr
+    config.write_text(LATENCY.format(timing="timing = { calls = 5, threads = 1 }"))
+    proc = run_cli("run", str(config), "--out", str(tmp_path / "two"), "--quiet", "--jobs", "2")
+    assert proc.returncode == 2 and "(--jobs 1)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    # A build planted to sleep 50 ms per call is killed on latency; its sibling is not.
+    proc = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-report",
+                   env={"MUTATENN_TEST_FAULTS": json.dumps({"slow": [f"{OP}#0"]})})
+    assert proc.returncode == 0, proc.stderr
+    verdicts = pd.read_csv(tmp_path / "run" / "verdicts.csv", keep_default_na=False).set_index("mutant_id")
+    assert verdicts.loc[f"{OP}#0", "verdict"] == "killed" and verdicts.loc[f"{OP}#0", "latency_ratio"] > 10
+    assert verdicts.loc[f"{OP}#1", "verdict"] == "survived"
+    logs = [p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log")]
+    assert len(logs) == 3 and all("1 thread(s) pinned to core(s) [" in t and "median of 5 calls" in t for t in logs)

@@ -42,6 +42,9 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
     workers = jobs or config.jobs
     if workers < 1:
         raise InputError("--jobs must be at least 1")
+    if config.timing is not None and workers > 1 and not scheduler:
+        raise InputError(f"[run] timing pins each job's threads to the first cores: run one job at a time "
+                         f"(--jobs 1), not {workers}, or the jobs time each other")
     client = None
     if scheduler:
         from .dispatch import connect

@@ -7,6 +7,7 @@ hangs and exceptions in real workers:
 
 - ``segfault``, ``hang``, ``raise``: the job dies, sleeps forever, or raises;
 - ``unstable``: every inference pass after the first gets perturbed outputs;
+- ``slow``: every inference call of the build sleeps 50 ms first (a latency fault);
 - ``flip_passes``: maps an id to the pass numbers (0 = the first) whose first image gets
   its logits negated (its top-1 label changes): a kill that comes and goes between passes.
 
@@ -21,7 +22,8 @@ import sys
 import time
 
 ENV = "MUTATENN_TEST_FAULTS"
-KINDS = ("segfault", "hang", "raise", "unstable", "flip_passes")
+KINDS = ("segfault", "hang", "raise", "unstable", "slow", "flip_passes")
+SLOW_S = 0.05
 
 
 def _names(job) -> set[str]:
@@ -56,6 +58,22 @@ def inject_before_build(kind: str, key: str) -> None:
         time.sleep(10 ** 6)
     if kind == "raise":
         raise RuntimeError(f"fault injection: exception in job {key}")
+
+
+def slow_down(kind: str, runner) -> None:
+    """A ``slow`` build: wrap the runner's inference so each call sleeps first."""
+    if kind != "slow":
+        return
+    open_impl = runner.open_impl
+
+    def slowed():
+        infer = open_impl()
+
+        def call(x):
+            time.sleep(SLOW_S)
+            return infer(x)
+        return call
+    runner.open_impl = slowed
 
 
 def perturb_pass(kind: str, number: int, logits):

@@ -89,9 +89,16 @@ def _run(job: Job, stage: list) -> JobResult:
     build_s = time.perf_counter() - start
     stage[0] = SETUP  # the original's stored outputs (fast kill) are MutateNN's own
     stop = _fast_kill_stop(job)
+    if job.threads:
+        from ..timing import pin_threads
+
+        cores = pin_threads(job.threads)
+        sys.stderr.write(f"timing: {job.threads} thread(s) pinned to core(s) {sorted(cores)}, "
+                         f"median of {job.timing_calls} calls per image\n")
+    faults.slow_down(fault, runner)
     stage[0] = RUN
     start = time.perf_counter()
-    output = runner.run(batch, stop)
+    output = runner.run(batch, stop, calls=job.timing_calls)
     logits = faults.perturb_pass(fault, 0, output.logits)
     unstable_images, passes = None, None
     if job.repeats > 1:
