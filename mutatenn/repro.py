@@ -27,13 +27,11 @@ import numpy as np
 
 from reports import schema
 
-from .errors import InputError, OutputFolderError, first_line
+from .errors import InputError, OutputFolderError
 
 # Verdicts with nothing to reproduce; every other one (killed, and each way a build or run
 # can fail: crashed, timed_out, build_error, memory_error) is rebuilt and run again.
 NOTHING_TO_REPRODUCE = ("survived", "equivalent", "non_viable")
-# Where the worker's Python error happened names it, as a campaign job names it.
-STAGE_STATUS = {"setup": "internal_error", "build": "build_error", "run": "crashed"}
 SCRIPT_FILES = {
     "build": "build.json", "relax": "mutant_relax.json", "relax_text": "mutant_relax.py", "lowered": "lowered.json",
     "library": "program.so", "inputs": "inputs.npy", "original": "original_logits.npy",
@@ -91,7 +89,7 @@ class ReproTask:
 @dataclass
 class Reproduction:
     case: Case
-    status: str  # killed, survived, crashed, timed_out (what happened now)
+    status: str  # killed, survived, crashed, build_error, memory_error, timed_out (what happened now)
     reason: str = ""
     log_tail: str = ""
     logits: np.ndarray | None = None
@@ -156,6 +154,10 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
                          f"(repro takes killed mutants and those whose build or run failed)")
     overrides = json.loads(mutant.get("build_options") or "{}")
     options = stack.options.with_overrides(overrides) if overrides else stack.options
+    if word == "memory_error" and not options.bounds_check:
+        # Found by the bounds-checked rebuild of an unstable pair ([run] rejudge_unstable):
+        # reproduced the same way, or the read outside the buffer goes unseen again.
+        options = options.with_overrides({"bounds_check": True})
     images = cached_images(config.images)
     _check_images(run_dir, meta, images)
     indices, choice = _killing_images(run_dir, mutant_id, stack_name, verdict, images.names)
@@ -300,7 +302,7 @@ def reproduce(case: Case, script: Path | None = None, timeout: float | None = No
     if value["status"] == "input_error":
         raise ReproError(value["reason"])
     if value["status"] != "done":
-        result.reason, result.log_tail = value["reason"], tail
+        result.status, result.reason, result.log_tail = value["status"], value["reason"], tail
         return result
     result.logits, result.latencies = value["logits"], value["latencies"]
     result.labels, result.build_s, result.run_s = value["labels"], value["build_s"], value["run_s"]
@@ -358,11 +360,14 @@ def reproduce_job(task: ReproTask) -> dict:
             return _reproduce(task, stage)
         except InputError as err:
             return {"status": "input_error", "reason": str(err)}
-        except Exception as err:  # the build or run failed: its stage names it (`STAGE_STATUS`)
+        except Exception as err:  # the build or run failed: its stage names it, as in a campaign job
             import sys
 
+            from .campaign.job import classify_failure
+
             sys.stderr.write(traceback.format_exc())
-            return {"status": STAGE_STATUS[stage[0]], "reason": first_line(err)}
+            status, reason = classify_failure(stage[0], err)
+            return {"status": status.value, "reason": reason}
 
 
 def _reproduce(task: ReproTask, stage: list) -> dict:

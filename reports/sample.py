@@ -137,7 +137,8 @@ def write_sample_campaign(folder, *, n_mutants: int = 40, stacks=None, n_images:
         diff = "" if fate == "non_viable" else _diff(rng, op, site, diff_lines)
         mutants.append({"id": mid, "operator": op, "level": level, "site": str(site), "status": fate,
                         "reason": reason, "hash": digest, "diff": diff})
-        base = rng.choice(["killed", "survived", "crashed", "timed_out"], p=[0.62, 0.26, 0.08, 0.04])
+        base = rng.choice(["killed", "survived", "crashed", "memory_error", "timed_out", "build_error"],
+                          p=[0.6, 0.25, 0.05, 0.04, 0.03, 0.03])
         for s_idx, stack in enumerate(stacks):
             verdict = fate if fate != "ok" else base
             if fate == "ok" and rng.random() < 0.12:  # stacks disagree now and then
@@ -146,6 +147,9 @@ def write_sample_campaign(folder, *, n_mutants: int = 40, stacks=None, n_images:
                    "verdict": verdict, "reason": "", "flipped": 0, "build_s": None, "run_s": None,
                    "log_tail": ""}
             row.update({k: None for k in COMPARISON_METRICS})
+            row["reason"] = {"memory_error": "IndexError: MutateNN bounds check: fused_conv2d reads p0[0, 3, 225, 1] "
+                                             "outside its shape (1, 3, 224, 224)",
+                             "build_error": "TVMError: Check failed: dtype mismatch in T.Cast"}.get(str(verdict), "")
             if verdict in ("killed", "survived"):
                 killed = verdict == "killed"
                 agree = float(rng.uniform(0.4, 0.97)) if killed else 1.0

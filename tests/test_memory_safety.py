@@ -291,6 +291,11 @@ def test_rejudge_unstable_rebuilds_flagged_pairs_with_bounds_checks(tmp_path):
     after = pd.read_csv(tmp_path / "run" / "verdicts.csv", keep_default_na=False).set_index("mutant_id")
     assert after[["verdict", "reason"]].equals(verdicts[["verdict", "reason"]])
 
+    # repro rebuilds a memory error the way it was found: with bounds checks.
+    repro = run_cli("repro", str(tmp_path / "run"), oob_id)
+    assert repro.returncode == 0, repro.stderr
+    assert "memory_error" in repro.stdout and "MutateNN bounds check" in repro.stdout, repro.stdout
+
 
 def _job(tmp_path, variant: str, operator: str, site: int, program_hash: str):
     from mutatenn.records import Job
