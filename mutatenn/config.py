@@ -437,6 +437,15 @@ def _operator_entry(name: str, value, default, known: dict):
     selection keys with the operator's parameters (``tir_store_add = { delta = -1e-8,
     sample = 2 }``); parameters give the configured operator's name, ``NAME(k=v)``."""
     key = f"mutants.operators.{name}"
+    if "(" in name:  # a configured name as the key ("tir_store_cast(dtype=int8)"): one operator, used twice
+        import mutators
+
+        try:
+            name = mutators.operator_by_name(name).name  # the parameters checked, in their own order
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"config key {key!r}: {err.args[0] if err.args else err}") from None
+        if isinstance(value, dict) and set(value) - SELECTION_KEYS:
+            raise ConfigError(f"config key {key!r}: give parameters in the name or in the table, not both")
     if not isinstance(value, dict):
         return name, (default if value == "default" else parse_selection(value, key))
     params = {k: v for k, v in value.items() if k not in SELECTION_KEYS}

@@ -257,24 +257,33 @@ _UNARY = {"exp": relax.op.exp, "round": relax.op.round, "negate": relax.op.negat
 class InsertOp(GraphOperator):
     """Insert ``fn`` on the data input (before) or on the output (after) of a target op.
     The ``before`` forms take parameter ``arg``: which of the op's arguments gets it (-1,
-    the default: the data input; 1: a conv2d's or matmul's weight)."""
+    the default: the data input; 1: a conv2d's or matmul's weight). Every form takes
+    ``ops``: the target kinds, joined by ``+`` (``conv2d+matmul``; ``all``, the default:
+    every kind of `INSERT_TARGETS`)."""
 
-    def __init__(self, fn: str, where: str, arg: int = -1):
+    def __init__(self, fn: str, where: str, arg: int = -1, ops: str = "all"):
         what = {"exp": "exp", "round": "round", "negate": "negation",
                 "transpose": "a transpose of two equal-size axes"}[fn]
         on = "on its output" if where == "after" else ("on its data input" if arg < 0 else f"on its argument {arg}")
-        super().__init__(f"insert_{fn}_{where}", f"Insert {what} {where} a {'/'.join(INSERT_TARGETS)} op ({on}).")
-        self.fn, self.where, self.arg = fn, where, arg
-        self.params = {"arg": arg} if where == "before" else {}
+        kinds = INSERT_TARGETS if ops == "all" else tuple(ops.split("+"))
+        super().__init__(f"insert_{fn}_{where}", f"Insert {what} {where} a {'/'.join(kinds)} op ({on}).")
+        self.fn, self.where, self.arg, self.ops, self.kinds = fn, where, arg, ops, kinds
+        self.params = {"arg": arg, "ops": ops} if where == "before" else {"ops": ops}
 
     def check_param(self, name, value):
+        if name == "ops":
+            kinds = str(value).split("+")
+            if value != "all" and (not kinds or any(k not in INSERT_TARGETS for k in kinds)):
+                raise ValueError(f"operator {self.name!r}: ops must be 'all' or kinds of {', '.join(INSERT_TARGETS)} "
+                                 f"joined by '+', not {value!r}")
+            return value
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
             raise ValueError(f"operator {self.name!r}: arg must be an argument index (0, 1, ...) or -1 "
                              f"(the data input), not {value!r}")
         return value
 
     def with_params(self, params):
-        return InsertOp(self.fn, self.where, params["arg"])
+        return InsertOp(self.fn, self.where, params.get("arg", -1), params["ops"])
 
     def _argument(self, layer) -> int:
         return layer.data if self.arg < 0 else self.arg
@@ -282,7 +291,7 @@ class InsertOp(GraphOperator):
     def layer_sites(self, mod):
         out = []
         for layer in GraphIndex(mod).layers:
-            if layer.kind not in INSERT_TARGETS or layer.data < 0:
+            if layer.kind not in self.kinds or layer.data < 0:
                 continue
             if self.where == "before" and self._argument(layer) >= len(layer.call.args):
                 continue

@@ -38,6 +38,7 @@ _IF_THEN_ELSE = "prim.if_then_else"
 _CMP_SYMBOL = {tirx.LT: "<", tirx.LE: "<=", tirx.GT: ">", tirx.GE: ">=", tirx.EQ: "==", tirx.NE: "!="}
 _CMP_NAME = {tirx.LT: "lt", tirx.LE: "le", tirx.GT: "gt", tirx.GE: "ge", tirx.EQ: "eq", tirx.NE: "ne"}
 _CMP_TYPES = tuple(_CMP_SYMBOL)
+_SYMBOL_OF_NAME = {_CMP_NAME[t]: _CMP_SYMBOL[t] for t in _CMP_TYPES}
 
 
 # ---------------------------------------------------------------- small helpers
@@ -345,24 +346,33 @@ class CompareSwap(_ConditionOperator):
 
 class ThresholdShift(_ConditionOperator):
     """Move the right-hand side of one comparison by a constant (``a < b`` -> ``a < b + 1``).
-    ``tir_cond_rhs_shift`` takes the shift as parameter ``delta``; a fractional shift
-    applies to float comparisons only."""
+    ``tir_cond_rhs_shift`` takes the shift as parameter ``delta`` (a fractional shift
+    applies to float comparisons only) and ``cmp``: the comparison it shifts (``lt``,
+    ``le``, ``gt``, ``ge``, ``eq``, ``ne``; ``any``, the default: every kind)."""
 
-    def __init__(self, delta: float, name: str = ""):
-        self.delta = delta
+    def __init__(self, delta: float, name: str = "", cmp: str = "any"):
+        self.delta, self.cmp = delta, cmp
         sign = "plus" if delta > 0 else "minus"
         self.name = name or f"tir_cond_rhs_{sign}{abs(delta)}"
-        self.params = {"delta": delta} if name else {}
+        self.params = {"delta": delta, "cmp": cmp} if name else {}
         self.by_default = not name
-        self.doc = f"In a TIR condition, shift the right-hand side of a comparison by {delta:+g}."
+        which = "a comparison" if cmp == "any" else f"a `{_SYMBOL_OF_NAME[cmp]}` comparison"
+        self.doc = f"In a TIR condition, shift the right-hand side of {which} by {delta:+g}."
 
     def check_param(self, name, value):
+        if name == "cmp":
+            known = ("any", *_CMP_NAME.values())
+            if value not in known:
+                raise ValueError(f"operator {self.name!r}: cmp must be one of {', '.join(known)}, not {value!r}")
+            return value
         return _finite_number(self.name, name, value, nonzero=True)
 
     def with_params(self, params):
-        return ThresholdShift(params["delta"], self.name)
+        return ThresholdShift(params["delta"], self.name, params["cmp"])
 
     def comparison_eligible(self, cmp) -> bool:
+        if self.cmp != "any" and _CMP_NAME.get(type(cmp)) != self.cmp:
+            return False
         dtype = _dtype(cmp.b)
         whole = float(self.delta).is_integer()
         return _is_numeric(dtype) and (whole or dtype.startswith(("float", "bfloat")))

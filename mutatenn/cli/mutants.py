@@ -8,7 +8,10 @@ from ..errors import InputError
 
 
 def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    """Comma-separated names; commas inside an operator's ``(k=v, ...)`` do not split."""
+    from ..runners import split_variants
+
+    return split_variants(text) if text else None
 
 
 def cmd_mutants(args) -> int:
