@@ -105,7 +105,7 @@ def _run(job: Job, stage: list) -> JobResult:
         # Each pass after the first opens a fresh session (a fresh VM for TVM), or runs in
         # a fresh process; a build whose outputs are not the same bits every time
         # (out-of-bounds reads, uninitialised memory) is unstable.
-        runs = _passes_in_processes(job, runner, batch) if job.repeat_in == "process" else \
+        runs = _passes_in_processes(job, runner, batch, cached) if job.repeat_in == "process" else \
             [runner.run(batch, stop).logits for _ in range(1, job.repeats)]
         passes = [faults.perturb_pass(fault, number, out) for number, out in enumerate(runs, start=1)]
         unstable_images = differing_rows(logits, passes)
@@ -116,17 +116,22 @@ def _run(job: Job, stage: list) -> JobResult:
                      passes=np.stack(passes) if job.keep_passes and passes else None)
 
 
-def _passes_in_processes(job: Job, runner, batch) -> list:
+def _passes_in_processes(job: Job, runner, batch, cached: bool) -> list:
     """Passes 2..N, each in a fresh Python process that loads the exported build and runs
     the images once (`campaign.one_pass`): what one process's memory layout hides, another
-    may show. A pass whose process dies makes the job a crash, naming the pass."""
+    may show. A pass whose process dies makes the job a crash, naming the pass. A build
+    loaded from the build cache is passed on as its cache file."""
+    import shutil
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mutatenn-passes-") as tmp:
         folder = Path(tmp)
         sys.stderr.write(f"pass 1: worker process {os.getpid()}\n")
-        runner.executable.export_library(str(folder / "build.so"))
+        if cached:
+            shutil.copyfile(_cache_file(job, runner), folder / "build.so")
+        else:
+            runner.executable.export_library(str(folder / "build.so"))
         np.save(folder / "batch.npy", batch)
         (folder / "job.json").write_text(json.dumps({"variant": job.variant, "runner": job.runner,
                                                       "host_cpu": job.host_cpu}))
