@@ -132,8 +132,8 @@ def test_target_cpu_is_resolved_on_the_coordinator_and_shipped_in_each_job(tmp_p
     """On Dask a worker resolved `cpu` to its own CPU while the artifact key named the
     coordinator's: the job now carries the coordinator's CPU, and the worker builds for it."""
     from mutatenn.build import host_cpu_name
-    from mutatenn.campaign.job import with_host_cpu
     from mutatenn.campaign.plan import Artifact, make_job
+    from mutatenn.runners import with_host_cpu
 
     config = parse_config({"model": "digits", "images": "digits:4",
                            "stacks": [{"name": "here", "target": "cpu"}, {"name": "plain", "target": "cpu-generic"}]})

@@ -64,7 +64,7 @@ def classify_failure(stage: str, err: BaseException) -> tuple[JobStatus, str]:
 
 def _run(job: Job, stage: list) -> JobResult:
     from ..execute import cached_images, input_batch
-    from ..runners import make_runner, parse_variant, variant_program
+    from ..runners import make_runner, parse_variant, variant_program, with_host_cpu
 
     fault = faults.fault_for(job)
     stage[0] = RUN  # an injected exception stands for a run that raised
@@ -118,7 +118,7 @@ def _run(job: Job, stage: list) -> JobResult:
 
 def _passes_in_processes(job: Job, runner, batch, cached: bool) -> list:
     """Passes 2..N, each in a fresh Python process that loads the exported build and runs
-    the images once (`campaign.one_pass`): what one process's memory layout hides, another
+    the images once (`mutatenn.one_pass`): what one process's memory layout hides, another
     may show. A pass whose process dies makes the job a crash, naming the pass. A build
     loaded from the build cache is passed on as its cache file."""
     import shutil
@@ -137,7 +137,7 @@ def _passes_in_processes(job: Job, runner, batch, cached: bool) -> list:
                                                       "host_cpu": job.host_cpu}))
         out = []
         for number in range(1, job.repeats):
-            result = subprocess.run([sys.executable, "-m", "mutatenn.campaign.one_pass", str(folder), str(number)],
+            result = subprocess.run([sys.executable, "-m", "mutatenn.one_pass", str(folder), str(number)],
                                     capture_output=True, text=True)
             sys.stderr.write(result.stderr)
             if result.returncode != 0:
@@ -157,15 +157,6 @@ def _exit_words(code: int) -> str:
         except ValueError:
             return f"died: signal {-code}"
     return f"exited with {code}"
-
-
-def with_host_cpu(variant, host_cpu: str):
-    """Target ``cpu`` as the coordinator resolved it: the build's identity (its artifact
-    key) names the coordinator's CPU, so a worker on another machine must build for it too."""
-    target = getattr(variant, "target", None)
-    if not host_cpu or target is None or target.name != "cpu":
-        return variant
-    return dataclasses.replace(variant, target=dataclasses.replace(target, spec={**target.spec, "mcpu": host_cpu}))
 
 
 def _fast_kill_stop(job: Job):

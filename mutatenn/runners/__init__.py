@@ -8,6 +8,7 @@ found by worker processes too. Adding a runner = one file + one line in `RUNNERS
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from importlib import import_module
 
@@ -129,3 +130,12 @@ def export_torch_to_onnx(model, input_shape, path):
     from .onnx_runtime import export_torch_to_onnx as export
 
     return export(model, input_shape, path)
+
+
+def with_host_cpu(variant, host_cpu: str):
+    """Target ``cpu`` as the coordinator resolved it: the build's identity (its artifact
+    key) names the coordinator's CPU, so a worker on another machine must build for it too."""
+    target = getattr(variant, "target", None)
+    if not host_cpu or target is None or target.name != "cpu":
+        return variant
+    return dataclasses.replace(variant, target=dataclasses.replace(target, spec={**target.spec, "mcpu": host_cpu}))
