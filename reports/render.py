@@ -46,6 +46,12 @@ def _write_atomically(text: str, out_path) -> Path:
     return out
 
 
+def render_page(template: str, context: dict, out_path) -> Path:
+    """One page from one of this room's templates (they extend base.html.j2), written
+    atomically: for pages of other commands (``mutatenn localize``) that share its look."""
+    return _write_atomically(_environment().get_template(template).render(context), out_path)
+
+
 def _common(run: RunData) -> dict:
     return {
         "version": str(run.meta.get("mutatenn_version", "")),

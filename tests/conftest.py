@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+CHROMIUM = shutil.which("chromium")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,3 +97,38 @@ def rpc_server():
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- browser checks (Debian's chromium)
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make browser, or apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, driven by Playwright (one per test module)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A page that records console errors, page errors, dialogs and non-local requests."""
+
+    def __init__(self, browser, report: Path):
+        self.errors, self.dialogs, self.remote = [], [], []
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("request", lambda r: r.url.split(":")[0] not in ("file", "data") and self.remote.append(r.url))
+        self.page.goto(report.as_uri(), wait_until="load")
+
+    def visible_rows(self, table="#mutant-table"):
+        return self.page.locator(f"{table} tbody tr:visible")
+
+    def check_clean(self):
+        assert self.errors == [] and self.dialogs == [] and self.remote == []

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Page, needs_chromium
 from PIL import Image
 
 from reports import RunFolderError, load_run_folder, render_campaign_report, render_comparison_report, render_report
@@ -30,7 +30,6 @@ XSS_MODEL = "<script>alert(1)</script>"
 XSS_OPERATOR = "<img src=x onerror=alert(2)>"
 XSS_IMAGE = '"><svg onload=alert(3)>.png'
 LABELS = ["cat", "dog", "ship", "truck", "frog", "horse", "bird", "deer", "plane", "car"]
-CHROMIUM = shutil.which("chromium")
 
 
 # ---------------------------------------------------------------- run folders
@@ -273,38 +272,6 @@ def test_500_mutants_on_3_stacks_render_fast_and_small(tmp_path):
 
 
 # ---------------------------------------------------------------- browser checks
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (make browser, or apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-class Page:
-    """A page that records console errors, page errors, dialogs and non-local requests."""
-
-    def __init__(self, browser, report: Path):
-        self.errors, self.dialogs, self.remote = [], [], []
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.on("request", lambda r: r.url.split(":")[0] not in ("file", "data") and self.remote.append(r.url))
-        self.page.goto(report.as_uri(), wait_until="load")
-
-    def visible_rows(self, table="#mutant-table"):
-        return self.page.locator(f"{table} tbody tr:visible")
-
-    def check_clean(self):
-        assert self.errors == [] and self.dialogs == [] and self.remote == []
-
 
 def _check_screenshot(page, path: Path):
     page.screenshot(path=str(path), full_page=True)

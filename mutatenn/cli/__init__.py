@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up on the worker after SECONDS (default: the campaign's run.timeout)")
 
     p = sub.add_parser("targets", help="list the named deployment targets")
+
+    p = sub.add_parser("localize", help="find the first layer where two variants (or a mutant and its "
+                       "original) diverge; --reduce: a minimal failing subgraph; --repair: conversion faults")
+    from .localize import add_arguments as add_localize_arguments
+
+    add_localize_arguments(p)
     return parser
 
 
@@ -154,6 +160,7 @@ COMMANDS = {
     "targets": ("targets", "cmd_targets"),
     "tune": ("tune", "cmd_tune"),
     "repro": ("repro", "cmd_repro"),
+    "localize": ("localize", "cmd_localize"),
 }
 
 

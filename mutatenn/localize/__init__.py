@@ -1,0 +1,87 @@
+"""Localising where two variants of one program diverge, layer by layer (`mutatenn localize`).
+
+Rooms: `layers` (a Relax program's bindings as typed layer records), `capture` (exposing
+chosen layers as extra outputs, a few per build), `align` (pairing two programs' layers),
+`divergence` (bisection to the first diverging layer, and the curve), `session` (opening
+the two sides and choosing images), `reduce` (a minimal failing subgraph), `conversion`
+(parameter, hyperparameter and preprocessing differences of a conversion, and repair),
+`report` (terminal table, JSON/CSV, HTML).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .divergence import DEFAULT_PER_ROUND, DEFAULT_TOLERANCE
+from .session import DEFAULT_MAX_IMAGES, Localization, localize, open_mutant, open_variants
+
+__all__ = ["DEFAULTS", "Localization", "localize", "localize_job", "open_mutant", "open_variants",
+           "run_localization"]
+DEFAULTS = {"tolerance": DEFAULT_TOLERANCE, "per_round": DEFAULT_PER_ROUND, "max_images": DEFAULT_MAX_IMAGES}
+
+
+def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=None, b=None, images=None,
+                     pretrained="auto", preset=None, image=None, tolerance=DEFAULT_TOLERANCE,
+                     per_round=DEFAULT_PER_ROUND, max_images=DEFAULT_MAX_IMAGES, full_curve=True, reduce=False,
+                     repair=False, out_dir: Path | None = None, prepare: Callable[[], Path] | None = None
+                     ) -> Localization:
+    """The whole command: open the two sides (every input checked), prepare the output
+    folder, localise, then optionally repair and reduce, and write the results."""
+    from ..outputs import prepare_out_dir
+    from .report import write_results
+
+    if run_dir is not None:
+        pairing = open_mutant(Path(run_dir), mutant, stack)
+    else:
+        pairing = open_variants(model, a, b, images, pretrained, preset, image)
+    if repair and pairing.same_program:
+        from ..errors import InputError
+
+        raise InputError("--repair analyses a conversion (two import paths or a model= file); "
+                         f"{pairing.what} are one program")
+    if reduce and not pairing.b.tap_type.reduces:
+        from ..errors import InputError
+
+        raise InputError(f"--reduce cuts B's program: B ({pairing.b.text}) must be a TVM or ONNX Runtime variant")
+    if repair and not pairing.b.tap_type.repairs:
+        from ..errors import InputError
+
+        raise InputError(f"--repair changes B's program: B ({pairing.b.text}) must be a TVM or ONNX Runtime variant")
+    out = prepare() if prepare is not None else prepare_out_dir(Path(out_dir))
+    loc = localize(pairing, image, tolerance, per_round, max_images, full_curve)
+    if loc.diverges and repair:
+        from .conversion import analyse_and_repair
+
+        loc.fault_report = analyse_and_repair(loc)
+    if loc.diverges and reduce:
+        from .reduce import reduce_divergence
+
+        loc.reduced = reduce_divergence(loc, out / "reduced")
+    write_results(loc, out)
+    return loc
+
+
+def localize_job(kwargs: dict, out: str) -> dict:
+    """Worker entry point of the command: a mutant's build may read outside its buffers and
+    crash, which must end this job, not the command. Returns the printed text, or the
+    user's error line."""
+    import warnings
+
+    from ..errors import InputError
+    from ..outputs import prepare_out_dir
+    from .report import format_localization
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loc = run_localization(**kwargs, prepare=lambda: prepare_out_dir(Path(out)))
+        except InputError as err:
+            return {"status": "input_error", "reason": str(err), "code": err.exit_code}
+    # MutateNN's own warnings (untrained weights); framework and worker-pool chatter is not the user's.
+    said = dict.fromkeys(str(w.message) for w in caught if "mutatenn" in w.filename)
+    parts = [format_localization(loc)]
+    if loc.fault_report is not None:
+        parts.append(loc.fault_report.format())
+    if loc.reduced is not None:
+        parts.append(loc.reduced.text)
+    return {"status": "done", "text": "\n\n".join(parts), "warnings": list(said)}
