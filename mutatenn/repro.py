@@ -111,8 +111,11 @@ class Reproduction:
 
 
 # ---------------------------------------------------------------- reading the run folder
-def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images: bool = False) -> Case:
-    """The mutant × stack of ``run_dir`` to reproduce, or one ReproError line saying why not."""
+def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images: bool = False,
+              allow: tuple[str, ...] = ()) -> Case:
+    """The mutant × stack of ``run_dir`` to reproduce, or one ReproError line saying why not;
+    ``allow``: verdicts of `NOTHING_TO_REPRODUCE` the caller takes all the same (localize
+    compares a survived mutant's outputs too)."""
     from .config import parse_config
     from .execute import cached_images
 
@@ -149,7 +152,7 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
         raise ReproError(f"mutant {mutant_id!r} was not judged on stack {stack_name!r} (it mutates the "
                          f"{mutant.get('via') or 'default'} program; stacks of other import paths never build it)")
     word = verdict["verdict"]
-    if word in NOTHING_TO_REPRODUCE:
+    if word in NOTHING_TO_REPRODUCE and word not in allow:
         raise ReproError(f"mutant {mutant_id!r} is {word} on stack {stack_name!r}: nothing to reproduce "
                          f"(repro takes killed mutants and those whose build or run failed)")
     overrides = json.loads(mutant.get("build_options") or "{}")

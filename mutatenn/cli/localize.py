@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
     """The command's arguments (registered by `mutatenn.cli.build_parser`)."""
     p.add_argument("run_dir", type=Path, nargs="?", default=None,
                    help="a campaign run folder (with --mutant); or give --model, --a, --b and --images")
-    p.add_argument("--mutant", default=None, metavar="ID", help="the killed mutant of RUN_DIR to localise")
+    p.add_argument("--mutant", default=None, metavar="ID", help="a killed or survived mutant of RUN_DIR to localise")
     p.add_argument("--stack", default=None, help="its stack (default: the run's only stack)")
     p.add_argument("--model", default=None, help="digits, torchvision:NAME, keras:NAME, or a model file/folder")
     p.add_argument("--a", default=None, metavar="VARIANT", help="the reference variant: tvm:TARGET[:O<level>]"
@@ -78,7 +78,7 @@ def _check(args) -> dict:
     if campaign and any(v is not None for v in variants):
         raise InputError("give either RUN_DIR --mutant ID, or --model, --a, --b and --images, not both")
     if campaign and not args.mutant:
-        raise InputError("RUN_DIR needs --mutant ID (the killed mutant to localise)")
+        raise InputError("RUN_DIR needs --mutant ID (a killed or survived mutant to localise)")
     if not campaign:
         if args.mutant or args.stack:
             raise InputError("--mutant and --stack need a campaign RUN_DIR")

@@ -134,21 +134,25 @@ def _check_one_model(a: Side, b: Side) -> None:
                          f"{'x'.join(map(str, shape_b))} and gives {out_b[-1]}")
 
 
+JUDGED_ONLY = "localize compares the outputs of killed and survived mutants"
+
+
 def open_mutant(run_dir: Path, mutant_id: str, stack: str | None) -> Pairing:
-    """A campaign's original (A) and mutant (B) on one stack, on the images that killed it."""
+    """A campaign's original (A) and mutant (B) on one stack, on the images that killed it
+    (a survived mutant: every image; its outputs may still differ below the kill criterion)."""
     from ..campaign.job import MutantMismatch, rebuild_mutant
     from ..execute import cached_images, cached_program
     from ..repro import open_case
     from ..runners import parse_variant
 
     try:
-        case = open_case(Path(run_dir), mutant_id, stack)
+        case = open_case(Path(run_dir), mutant_id, stack, allow=("survived",))
     except InputError as err:  # repro's words for a mutant with nothing to compare
         raise InputError(str(err).split(": nothing to reproduce")[0] + (
-            ": localize compares the outputs of killed mutants" if "nothing to reproduce" in str(err) else "")) from None
-    if case.verdict["verdict"] != "killed":
+            f": {JUDGED_ONLY}" if "nothing to reproduce" in str(err) else "")) from None
+    if case.verdict["verdict"] not in ("killed", "survived"):
         raise InputError(f"mutant {mutant_id!r} is {case.verdict['verdict']} on stack {case.stack.name!r}: "
-                         "localize compares the outputs of killed mutants")
+                         f"{JUDGED_ONLY}")
     config = case.config
     base = parse_variant(case.stack.variant_text)
     tap_class(base, "stack")
