@@ -136,14 +136,17 @@ timeout = 300
 """
 
 
-def test_a_latency_kill_needs_pinned_threads_and_repeated_timing(tmp_path):
+def test_a_latency_kill_needs_pinned_threads_and_repeated_timing(tmp_path, capsys):
+    from mutatenn.cli import main
+
     config = tmp_path / "latency.toml"
     config.write_text(LATENCY.format(timing=""))
-    proc = run_cli("run", str(config), "--out", str(tmp_path / "refused"), "--quiet")
-    assert proc.returncode == 2 and "needs [run] timing" in proc.stderr, proc.stderr
+    assert main(["run", str(config), "--out", str(tmp_path / "refused"), "--quiet"]) == 2
+    assert "needs [run] timing" in capsys.readouterr().err
     config.write_text(LATENCY.format(timing="timing = { calls = 5, threads = 1 }"))
-    proc = run_cli("run", str(config), "--out", str(tmp_path / "two"), "--quiet", "--jobs", "2")
-    assert proc.returncode == 2 and "(--jobs 1)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert main(["run", str(config), "--out", str(tmp_path / "two"), "--quiet", "--jobs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(--jobs 1)" in err[0], err
     # A build planted to sleep 50 ms per call is killed on latency; its sibling is not.
     proc = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-report",
                    env={"MUTATENN_TEST_FAULTS": json.dumps({"slow": [f"{OP}#0"]})})
