@@ -294,6 +294,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
                 "flipped": fmt_num(r.get("flipped")), "build_s": fmt_num(r.get("build_s"), 3),
                 "run_s": fmt_num(r.get("run_s"), 3), "log": log, "log_more": log_more,
                 "images": shown, "images_total": image_totals.get((mid, r["stack"]), 0),
+                "commands": next_steps(run.path, mid, r["stack"], r["verdict"]) if full else [],
             })
         diff, diff_more = _diff_lines(m.get("diff") or "", caps.diff_lines) if full else ([], 0)
         verdict_set = sorted({p["verdict"] for p in per_stack})
@@ -461,6 +462,24 @@ def _speedups(meta: dict) -> str:
         parts.append(f"tuned records: {summary.get('tuned_hits', 0)} kernels hit, {summary.get('tuned_misses', 0)} missed")
     parts.append("fast kill on" if meta.get("fast_kill") else "fast kill off")
     return "; ".join(parts)
+
+
+# What a user can do next with one mutant x stack, by its verdict: rebuild it alone
+# (`mutatenn repro`), or find the layer where it parts from the original (`mutatenn localize`).
+NEXT_STEPS = {
+    "repro": ("killed", "crashed", "memory_error", "timed_out", "build_error"),
+    "localize": ("killed", "survived"),
+}
+
+
+def next_steps(folder: Path, mutant_id: str, stack: str, verdict: str) -> list[str]:
+    """The command lines for `NEXT_STEPS`, quoted for a POSIX shell."""
+    import shlex
+
+    run_dir, mid, st = shlex.quote(str(folder)), shlex.quote(mutant_id), shlex.quote(stack)
+    lines = {"repro": f"mutatenn repro {run_dir} {mid} --stack {st}",
+             "localize": f"mutatenn localize {run_dir} --mutant {mid} --stack {st}"}
+    return [lines[name] for name, verdicts in NEXT_STEPS.items() if verdict in verdicts]
 
 
 def _repeats_text(meta: dict) -> str:

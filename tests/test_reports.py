@@ -612,3 +612,25 @@ def test_real_campaign_report_shows_the_run_folder(browser, real_campaign, tmp_p
     assert by_id[killed[0]]["level"] in section.locator("summary .meta").inner_text()
     _check_screenshot(page, tmp_path / "real.png")
     p.check_clean()
+
+
+@needs_chromium
+def test_a_killed_mutants_next_steps_run_as_printed(browser, real_campaign, tmp_path):
+    """The report's "Next steps" of a killed mutant are command lines that work as copied."""
+    import shlex
+
+    from mutatenn.cli import main
+
+    verdicts = pd.read_csv(real_campaign / "verdicts.csv", keep_default_na=False)
+    killed = verdicts[(verdicts["verdict"] == "killed") & (verdicts["level"] == "graph")].iloc[0]
+    p = Page(browser, real_campaign / "report.html")
+    details = p.page.locator("details.mutant", has=p.page.locator(f'summary .id:text-is("{killed.mutant_id}")'))
+    details.locator("summary").click()
+    lines = details.locator("pre.commands").inner_text().splitlines()
+    wanted = [f"mutatenn repro {real_campaign} {shlex.quote(killed.mutant_id)} --stack {killed.stack}",
+              f"mutatenn localize {real_campaign} --mutant {shlex.quote(killed.mutant_id)} --stack {killed.stack}"]
+    assert all(w in lines for w in wanted), lines
+    args = shlex.split(wanted[1])[1:] + ["--no-curve", "--out", str(tmp_path / "loc")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "loc" / "divergence.json").read_text())["campaign"]["mutant"] == killed.mutant_id
+    p.check_clean()
