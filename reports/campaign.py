@@ -295,6 +295,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
                 "run_s": fmt_num(r.get("run_s"), 3), "log": log, "log_more": log_more,
                 "images": shown, "images_total": image_totals.get((mid, r["stack"]), 0),
                 "commands": next_steps(run.path, mid, r["stack"], r["verdict"]) if full else [],
+                "passes": _passes_text(r.get("passes_killed"), meta.get("repeats")),
             })
         diff, diff_more = _diff_lines(m.get("diff") or "", caps.diff_lines) if full else ([], 0)
         verdict_set = sorted({p["verdict"] for p in per_stack})
@@ -470,6 +471,14 @@ NEXT_STEPS = {
     "repro": ("killed", "crashed", "memory_error", "timed_out", "build_error"),
     "localize": ("killed", "survived"),
 }
+
+
+def _passes_text(passes_killed, repeats) -> str:
+    """'killed in 3 of 5 passes' when the run judged over its passes ('' otherwise)."""
+    killed, total = to_float(passes_killed), to_float(repeats)
+    if killed is None or not total:
+        return ""
+    return f"killed in {int(killed)} of {int(total)} passes"
 
 
 def next_steps(folder: Path, mutant_id: str, stack: str, verdict: str) -> list[str]:

@@ -84,6 +84,11 @@ def test_statistical_verdict_counts_a_non_deterministic_original_as_noise(tmp_pa
     assert verdicts.loc[f"{OP}#2", "verdict"] == "survived"
     assert verdicts.loc[f"{OP}#2", "passes_killed"] == 3
     assert "A12 = 0.68" in verdicts.loc[f"{OP}#2", "reason"]  # below the 0.71 of a large effect
+    # The report says how each verdict was reached.
+    from reports import render_report
+
+    html = render_report(out).read_text()
+    assert "killed in 3 of 5 passes" in html and "Mann-Whitney U p &lt; 0.05" in html
 
 
 def test_statistical_terms_follow_the_criterion_and_scipy():
