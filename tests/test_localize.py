@@ -378,3 +378,29 @@ def test_a_preprocessing_fault_is_found_and_repaired(digits_paths):
     assert [d.category for d in report.differences] == ["preprocessing"]
     assert "A preset raw, B preset imagenet" in report.differences[0].detail
     assert report.repair.agreement_before < 1.0 and report.repair.agreement_after == 1.0
+
+
+def test_a_background_class_on_one_side_is_dropped_as_compare_does(digits_paths, tmp_path, capsys):
+    """A release with one class more (column 0: background, as TF-slim models have) is of
+    the same model: its column 0 is dropped, and with the same weights nothing diverges."""
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = copy.deepcopy(digits_paths.b.program.form.payload)
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    for name, extra in ((gemm.input[1], np.full((1, 64), 0.01, np.float32)), (gemm.input[2], np.zeros(1, np.float32))):
+        init = next(i for i in model.graph.initializer if i.name == name)
+        init.CopyFrom(numpy_helper.from_array(np.concatenate([extra.reshape(-1, *numpy_helper.to_array(init).shape[1:]),
+                                                              numpy_helper.to_array(init)]), name))
+    model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value = 11
+    path = tmp_path / "background.onnx"
+    onnx.save(model, str(path))
+    args = ["localize", "--model", "digits", "--a", "tvm:cpu(via=torch.onnx)", "--b", f"tvm:cpu(model={path})",
+            "--images", "digits:20", "--no-curve"]
+    assert main([*args, "--out", str(tmp_path / "same")]) == 0
+    printed = capsys.readouterr().out
+    assert "no divergence above tolerance" in printed, printed
+    notes = json.loads((tmp_path / "same" / "divergence.json").read_text())["notes"]
+    assert any("one class more: its column 0 (a background class) is dropped" in n for n in notes), notes

@@ -230,6 +230,8 @@ def set_attribute(mod, binding: str, key: str, value):
 
 def analyse_and_repair(loc) -> ConversionReport:
     """Every difference of the conversion, the repairs applied to B, and B run again."""
+    from .session import drop_background
+
     pairing = loc.pairing
     if pairing.same_program:
         raise InputError("--repair analyses a conversion: A and B here are one program (same model and "
@@ -249,6 +251,7 @@ def analyse_and_repair(loc) -> ConversionReport:
         batch = _like(loc.taps[0].batch, pairing.a, pairing.b)
     try:
         after = loc.taps[1].repaired(actions, batch).run([])["__output__"].reshape(len(out_a), -1)
+        after = drop_background(pairing, "b", after)
     except InputError:
         raise
     except Exception as err:  # an attribute the op refuses, a shape that no longer fits

@@ -71,9 +71,13 @@ def measure(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 class Localizer:
     """Reads pairs of layers through two taps, a few per round, and keeps what it measured."""
 
-    def __init__(self, tap_a, tap_b, pairs: list[Pair], rows: list[int], tolerance: float, per_round: int):
+    def __init__(self, tap_a, tap_b, pairs: list[Pair], rows: list[int], tolerance: float, per_round: int,
+                 trim=None):
+        """``trim(role, values)``: what a side's values lose before they are compared (a
+        background class one side has and the other has not)."""
         self.tap_a, self.tap_b, self.pairs, self.rows = tap_a, tap_b, pairs, rows
         self.tolerance, self.per_round = tolerance, per_round
+        self.trim = trim or (lambda role, values: values)
         self.points: dict[int, Point] = {}
         self.round = 0
 
@@ -86,7 +90,10 @@ class Localizer:
             va = self.tap_a.capture([p.a.name for p in chunk], self.rows)
             vb = self.tap_b.capture([p.b.name for p in chunk], self.rows)
             for p in chunk:
-                rel, mx = measure(canonical_values(p.a, va[p.a.name]), canonical_values(p.b, vb[p.b.name]))
+                xa, xb = canonical_values(p.a, va[p.a.name]), canonical_values(p.b, vb[p.b.name])
+                if xa.shape != xb.shape:
+                    xa, xb = self.trim("a", xa), self.trim("b", xb)
+                rel, mx = measure(xa, xb)
                 self.points[p.position] = Point(p, rel, mx, rel > self.tolerance, self.round)
             for p in chunk:  # read values are not kept: memory stays at one round's tensors
                 self.tap_a.cache.pop(p.a.name, None)

@@ -55,6 +55,7 @@ class Pairing:
     preferred_rows: list[int] = field(default_factory=list)  # images to localise on (a killed mutant's)
     what: str = ""  # in words: "two variants", "mutant X on stack S"
     campaign: dict = field(default_factory=dict)  # run folder, mutant id, stack (the RUN_DIR form)
+    background: str = ""  # "a" or "b": the side with one class more, its column 0 a background class
 
 
 @dataclass
@@ -108,10 +109,11 @@ def open_variants(model: str, a_text: str, b_text: str, images_spec: str, pretra
     source, _ = load_source_isolated(model, pretrained, preset, vias=tuple(filter(None, vias)))
     sources = variant_sources(source, [a_var, b_var], pretrained)
     a, b = (Side(role, v.text, v, _program(sources[v.text], v)) for role, v in (("a", a_var), ("b", b_var)))
-    _check_one_model(a, b)
+    background = _check_one_model(a, b)
     same = (a.program.spec == b.program.spec and a.program.via == b.program.via
             and a.variant.kind == b.variant.kind)
-    return Pairing(source.spec, images_spec, list(images.names), a, b, same, what="two variants")
+    return Pairing(source.spec, images_spec, list(images.names), a, b, same, what="two variants",
+                   background=background)
 
 
 def _program(source, variant):
@@ -122,16 +124,22 @@ def _program(source, variant):
     return program_from_source(source, cls.resolve_via(variant, source.framework), relax=cls.builds)
 
 
-def _check_one_model(a: Side, b: Side) -> None:
-    """Two variants of one model take the same image and give the same classes."""
+def _check_one_model(a: Side, b: Side) -> str:
+    """Two variants of one model take the same image and give the same classes, or one
+    class more on one side (a background class at column 0, as TF-slim releases have:
+    `compare.align_label_spaces` drops it the same way); returns that side ("" if none)."""
     ia, ib = a.program.input, b.program.input
     shape_a = (ia.channels, ia.height, ia.width)
     shape_b = (ib.channels, ib.height, ib.width)
     out_a, out_b = a.graph[a.graph.output].shape, b.graph[b.graph.output].shape
+    extra = {out_a[-1] + 1: "b", out_b[-1] + 1: "a"}
+    if shape_a == shape_b and out_a[-1] != out_b[-1] and max(out_a[-1], out_b[-1]) in extra:
+        return extra[max(out_a[-1], out_b[-1])]
     if shape_a != shape_b or out_a[-1] != out_b[-1]:
         raise InputError(f"variants {a.text!r} and {b.text!r} are not of one model: A takes "
                          f"{'x'.join(map(str, shape_a))} images and gives {out_a[-1]} outputs, B takes "
                          f"{'x'.join(map(str, shape_b))} and gives {out_b[-1]}")
+    return ""
 
 
 JUDGED_ONLY = "localize compares the outputs of killed and survived mutants"
@@ -188,12 +196,18 @@ def localize(pairing: Pairing, image: str | None = None, tolerance: float = DEFA
     check_image(image, pairing.images_spec, pairing.image_names)
     images = cached_images(pairing.images_spec)
     taps = [s.tap(input_batch(s.program, images)) for s in (pairing.a, pairing.b)]
-    out_a, out_b = (t.run([])["__output__"].reshape(len(images), -1) for t in taps)
+    out_a, out_b = (drop_background(pairing, role, t.run([])["__output__"].reshape(len(images), -1))
+                    for role, t in zip("ab", taps))
     disagree = np.flatnonzero(out_a.argmax(axis=1) != out_b.argmax(axis=1))
     rows, notes = choose_rows(pairing, image, disagree, out_a, out_b, max_images)
+    if pairing.background:
+        side = getattr(pairing, pairing.background)
+        notes.append(f"{side.text} gives one class more: its column 0 (a background class) is dropped before "
+                     "its outputs are compared")
     pairs = align(pairing.a.graph, pairing.b.graph, pairing.same_program)
     output_rel = measure(out_a[rows], out_b[rows])[0]
-    search = Localizer(taps[0], taps[1], pairs, rows, tolerance, per_round).search(full_curve)
+    search = Localizer(taps[0], taps[1], pairs, rows, tolerance, per_round,
+                       trim=lambda role, values: drop_background(pairing, role, values)).search(full_curve)
     if pairing.same_program:
         notes.append(f"layers paired by {SAME_PROGRAM} (one program)")
     else:
@@ -202,6 +216,16 @@ def localize(pairing: Pairing, image: str | None = None, tolerance: float = DEFA
     builds = sum(t.builds for t in taps)
     return Localization(pairing, pairs, search, rows, len(disagree), tolerance, per_round, output_rel, builds,
                         sum(t.build_s for t in taps), notes, taps=tuple(taps), outputs=(out_a, out_b))
+
+
+def drop_background(pairing: Pairing, role: str, values: np.ndarray) -> np.ndarray:
+    """``values`` of side ``role`` without the background class (column 0 of the last axis)
+    when that side has one; a tensor of another width is returned as it is."""
+    if pairing.background != role:
+        return values
+    other = pairing.b if role == "a" else pairing.a
+    classes = other.graph[other.graph.output].shape[-1]
+    return values[..., 1:] if values.shape[-1] == classes + 1 else values
 
 
 def check_image(image: str | None, images_spec: str, names: list[str]) -> None:
