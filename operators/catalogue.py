@@ -88,10 +88,7 @@ def metric_parameters(func) -> dict:
 
 
 def _takes_k(func) -> bool:
-    try:
-        return "k" in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
+    return "k" in metric_parameters(func)
 
 
 class Catalogue:

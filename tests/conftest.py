@@ -99,6 +99,46 @@ def rpc_server():
     proc.wait(timeout=10)
 
 
+# ---------------------------------------------------------------- a small real campaign
+
+# tanh#0 and remove#0 flip labels (killed), tanh#1 does not (survived); pass_opt_level#2
+# builds at O2, as the stack does (equivalent).
+DIGITS_CAMPAIGN = """
+[model]
+spec = "digits"
+[images]
+spec = "digits:20"
+[mutants.operators]
+replace_activation_with_tanh = { positions = [0, 1] }
+remove_activation = { positions = [0] }
+pass_opt_level = { positions = [2] }
+[[stacks]]
+name = "cpu-O2"
+target = "cpu"
+opt_level = 2
+[run]
+timeout = 120
+"""
+DIGITS_CAMPAIGN_VERDICTS = {"replace_activation_with_tanh#0": "killed", "replace_activation_with_tanh#1": "survived",
+                            "remove_activation#0": "killed", "pass_opt_level#2": "equivalent"}
+
+
+@pytest.fixture(scope="session")
+def digits_campaign(tmp_path_factory) -> Path:
+    """The run folder of `DIGITS_CAMPAIGN` (repro and localize read it; neither writes to it)."""
+    import pandas as pd
+
+    from mutatenn.cli import main
+
+    folder = tmp_path_factory.mktemp("digits-campaign")
+    (folder / "campaign.toml").write_text(DIGITS_CAMPAIGN)
+    assert main(["run", str(folder / "campaign.toml"), "--out", str(folder / "run"), "--jobs", "2", "--quiet",
+                 "--no-report"]) == 0
+    verdicts = pd.read_csv(folder / "run" / "verdicts.csv").set_index("mutant_id")["verdict"].to_dict()
+    assert verdicts == DIGITS_CAMPAIGN_VERDICTS
+    return folder / "run"
+
+
 # ---------------------------------------------------------------- browser checks (Debian's chromium)
 
 needs_chromium = pytest.mark.skipif(

@@ -22,20 +22,6 @@ MUTANTS = [
     ("fuzz_weight_gaussian", 6),  # weight: the second conv's weight
     ("tir_store_add1", 5),  # tir: a store of the batch_norm kernel
 ]
-CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:20"
-[mutants.operators]
-replace_activation_with_tanh = { positions = [0, 1] }
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 120
-"""
 KILLED, SURVIVED = "replace_activation_with_tanh#0", "replace_activation_with_tanh#1"
 
 
@@ -135,14 +121,9 @@ def test_stacks_at_two_opt_levels_pair_layers_by_binding(digits_paths):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("localize-campaign")
-    (folder / "campaign.toml").write_text(CAMPAIGN)
-    assert main(["run", str(folder / "campaign.toml"), "--out", str(folder / "run"), "--jobs", "2", "--quiet",
-                 "--no-report"]) == 0
-    verdicts = pd.read_csv(folder / "run" / "verdicts.csv").set_index("mutant_id")["verdict"].to_dict()
-    assert verdicts == {KILLED: "killed", SURVIVED: "survived"}
-    return folder / "run"
+def run_dir(digits_campaign):
+    """A small campaign's run folder (conftest): tanh#0 killed, tanh#1 survived on cpu-O2."""
+    return digits_campaign
 
 
 def test_reduce_on_a_killed_mutant_gives_a_subgraph_that_diverges_alone(run_dir, tmp_path, capsys):

@@ -318,6 +318,9 @@ class Orchestrator:
         original = self._outputs(self.plan.originals[stack])
         if not self.config.reference:
             return original
+        key = f"{rundir.REFERENCE_KEY}@{stack}"  # built once per stack, not once per judged pair
+        if key in self.outputs_cache:
+            return self.outputs_cache[key]
         ref = dict(self._outputs(rundir.REFERENCE_KEY))
         if ref["logits"].shape != original["logits"].shape:
             raise CampaignError(f"config key 'run.reference': the saved outputs are {ref['logits'].shape[0]} images x "
@@ -325,6 +328,7 @@ class Orchestrator:
                                 f"{original['logits'].shape[0]} x {original['logits'].shape[1]}")
         if "passes" in original:
             ref["passes"] = np.concatenate([original["logits"][None], original["passes"]])
+        self.outputs_cache[key] = ref
         return ref
 
     def _outputs(self, key: str) -> dict:

@@ -163,7 +163,6 @@ def _fast_kill_stop(job: Job):
     """The runner's early stop for a fast-kill job: the criterion met by the images so far."""
     if not job.fast_kill or not job.reference:
         return None
-    import numpy as np
 
     import operators
 
@@ -224,8 +223,6 @@ def rebuild_mutant(program, operator: str, site: int, planned_hash: str = ""):
 
 def differing_rows(first, others) -> list[int]:
     """Indices of the images whose outputs are not identical in every pass (NaN equals NaN)."""
-    import numpy as np
-
     differ = np.zeros(len(first), dtype=bool)
     for other in others:
         same = (first == other) | (np.isnan(first) & np.isnan(other))
