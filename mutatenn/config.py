@@ -96,6 +96,11 @@ class CampaignConfig:
     # is judged against instead of its stack's original (empty: the original).
     reference: str = ""
     timing: object = None  # [run] timing: mutatenn.timing.Timing (pinned threads, N calls per image), or None
+    exports: tuple = ()  # [run] exports: formats of `reports.exports.FORMATS` written with every run
+    # [run] reuse: a run folder whose builds with the same inputs this run takes
+    # (`campaign.reuse`); reuse_or_fresh: when none can be, run fresh instead of exit 2.
+    reuse: str = ""
+    reuse_or_fresh: bool = False
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -104,7 +109,8 @@ class CampaignConfig:
     def fingerprint(self) -> str:
         """What must match for a run folder to be resumed (parallelism may change)."""
         data = json.loads(json.dumps(self.raw, default=str))
-        for speed_only in ("jobs", "share_builds", "build_cache"):  # same results either way
+        for speed_only in ("jobs", "share_builds", "build_cache", "reuse", "reuse_or_fresh", "exports"):
+            # same results either way
             data.get("run", {}).pop(speed_only, None)
         return json.dumps(data, sort_keys=True)
 
@@ -121,6 +127,8 @@ def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"--build-cache {str(folder)!r} exists and is not a folder")
         given["build_cache"] = str(folder)
+    if "reuse" in given:
+        given["reuse"] = str(Path(given["reuse"]).expanduser().resolve())
     raw = copy.deepcopy(config.raw)
     raw.setdefault("run", {}).update(given)
     return dataclasses.replace(config, raw=raw, **given)
@@ -160,7 +168,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
                                              "repeat_in", "verdict", "significance", "effect_size", "reference",
-                                             "timing"})
+                                             "timing", "exports", "reuse", "reuse_or_fresh"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -180,7 +188,29 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
-                          reference=_reference(run, base_dir), timing=_timing(run, criterion))
+                          reference=_reference(run, base_dir), timing=_timing(run, criterion),
+                          exports=_exports(run), reuse=_reuse(run, base_dir),
+                          reuse_or_fresh=_flag(run, "reuse_or_fresh", False))
+
+
+def _exports(run: dict) -> tuple:
+    """``[run] exports = ["junit", ...]``: formats of `reports.exports.FORMATS`."""
+    from reports.exports import FORMATS
+
+    value = run.get("exports", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("config key 'run.exports': expected a list of format names")
+    unknown = [v for v in value if v not in FORMATS]
+    if unknown:
+        raise ConfigError(f"config key 'run.exports': unknown format {unknown[0]!r} (formats: {', '.join(FORMATS)})")
+    return tuple(dict.fromkeys(value))
+
+
+def _reuse(run: dict, base_dir: Path) -> str:
+    """``[run] reuse = "DIR"``: an earlier run folder (relative to the config); whether it
+    can be reused is decided once the program is loaded (`campaign.reuse`)."""
+    text = _string(run, "reuse", "run.reuse")
+    return str((base_dir / Path(text).expanduser()).resolve()) if text else ""
 
 
 def _timing(run: dict, criterion):

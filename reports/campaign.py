@@ -462,6 +462,11 @@ def _speedups(meta: dict) -> str:
     if summary.get("tuned_hits") or summary.get("tuned_misses"):
         parts.append(f"tuned records: {summary.get('tuned_hits', 0)} kernels hit, {summary.get('tuned_misses', 0)} missed")
     parts.append("fast kill on" if meta.get("fast_kill") else "fast kill off")
+    reuse = meta.get("reuse")
+    if isinstance(reuse, dict):
+        parts.append(f"{reuse.get('builds_reused', 0)} of {reuse.get('builds_planned', 0)} builds reused from "
+                     f"{reuse.get('from')} ({reuse.get('verdicts_from_reused', 0)} verdicts judged from their outputs)"
+                     + (f": {reuse['reason']}" if reuse.get("reason") else ""))
     return "; ".join(parts)
 
 

@@ -12,6 +12,7 @@ reaches every table and the report without touching this file.
 """
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 
@@ -53,6 +54,9 @@ PAIRWISE_CSV = "pairwise.csv"
 BUILDS_CSV = "builds.csv"
 RESULTS_SQLITE = "results.sqlite"
 KILL_MATRIX_CSV = "kill_matrix.csv"
+# programs/VIA/module.py: the Relax module of each import path; programs/VIA/tir/NAME.py: each
+# PrimFunc a TIR mutant changes (the printed programs that exported mutant locations point into)
+PROGRAMS_DIR = "programs"
 
 # ---------------------------------------------------------------- columns
 VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
@@ -114,3 +118,28 @@ def comparison_columns(metrics: list[dict]) -> list[str]:
 
 def pairwise_columns(metrics: list[dict]) -> list[str]:
     return [*PAIRWISE_HEAD, *metric_names(metrics)]
+
+
+# ---------------------------------------------------------------- programs/ (printed programs)
+
+def program_folder(via: str) -> str:
+    """The folder of an import path under programs/ (letters, digits, ``.``, ``_``, ``-`` kept)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", via or "") or "program"
+
+
+def tir_function(mutant: dict) -> str:
+    """The PrimFunc a TIR mutant changes: named in its diff's header (``--- original NAME``),
+    else the start of its site text (``conv2d / block ...``, ``add: loop ...``)."""
+    found = re.match(r"--- original (\S+)", mutant.get("diff") or "")
+    if found:
+        return found.group(1)
+    return re.split(r" / |: ", mutant.get("site") or "", maxsplit=1)[0].strip()
+
+
+def program_path(mutant: dict) -> str:
+    """The printed program a mutant points into, relative to programs/: VIA/module.py (the
+    Relax module) or, for a TIR mutant, VIA/tir/NAME.py (the lowered PrimFunc it changes)."""
+    folder = program_folder(mutant.get("via") or "")
+    if mutant.get("level") == "tir":
+        return f"{folder}/tir/{tir_function(mutant)}.py"
+    return f"{folder}/module.py"

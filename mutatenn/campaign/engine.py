@@ -22,6 +22,7 @@ from ..store import ResultStore
 from . import rundir
 from .judge import is_rejudged, judge_failure, judge_outputs, judge_rejudged
 from .plan import Artifact, Plan, artifact_key, enumerate_selected, make_job, make_plan
+from .reuse import reuse_builds, run_inputs
 
 
 @dataclass
@@ -66,12 +67,15 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks"
                    + (f", import paths {', '.join(paths.programs)}" if len(paths.programs) > 1 else ""))
         mutants, plan = plan_paths(config, paths)
-        store.record_mutants([rundir.mutant_record(i, m, via) for i, (m, via) in enumerate(mutants)])
+        records = [rundir.mutant_record(i, m, via) for i, (m, via) in enumerate(mutants)]
+        store.record_mutants(records)
+        rundir.write_programs(out_dir, paths.programs, records)
         mutants = [m for m, _ in mutants]
         store.record_verdicts([row.to_store() for row in plan.fixed])
         pending = sum(m.status.value == "pending" for m in mutants)
         say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
                    f"{len(plan.artifacts)} distinct builds (originals included)")
+        reuse_builds(config, plan, store, out_dir, run_inputs(config, program, images), quiet)
         load_reference(config, program, images, out_dir)
         orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
                                     truth=image_truth(config, program, images))
@@ -84,6 +88,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         store.set_meta("duration_s", round(elapsed, 3))
         failed = {**paths.failed_stacks(config), **orchestrator.failed}
         verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store, failed)
+        rundir.write_exports(out_dir, config.exports)
     finally:
         store.close()
         if client is not None:

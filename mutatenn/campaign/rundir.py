@@ -16,7 +16,7 @@ from .. import __version__
 from ..compare import image_records
 from ..config import CampaignConfig
 from ..errors import OutputFolderError, first_line
-from ..outputs import prepare_out_dir, write_csv, write_json
+from ..outputs import prepare_out_dir, write_csv, write_json, write_text_atomic
 from ..records import VerdictRow
 from ..store import ResultStore
 from . import tables
@@ -80,6 +80,28 @@ def mutant_record(ordinal: int, m, via: str = "") -> dict:
             "build_options": json.dumps(m.build_options, sort_keys=True), "diff": diff, "via": via}
 
 
+def write_programs(out_dir: Path, programs: dict, mutants: list[dict]) -> None:
+    """The printed programs the mutants point into (programs/ of docs/RUN-FOLDER.md): each
+    import path's Relax module and, lowered, every PrimFunc some TIR mutant changes. An
+    export (`reports.exports`) places each mutant at its site in this text."""
+    from mutators.base import lower
+
+    for via, program in programs.items():
+        own = [m for m in mutants if (m.get("via") or "") == via]
+        root = Path(out_dir) / schema.PROGRAMS_DIR
+        (root / schema.program_folder(via)).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(root / schema.program_path({"via": via, "level": "graph"}), program.mod.script())
+        tir = {schema.program_path(m): schema.tir_function(m) for m in own if m["level"] == "tir"}
+        if not tir:
+            continue
+        lowered = lower(program.mod)
+        have = {gv.name_hint for gv in lowered.functions}
+        for path, name in tir.items():
+            if name in have:
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(root / path, lowered[name].script())
+
+
 REFERENCE_KEY = "reference"  # outputs/reference.npz: the saved outputs of [run] reference
 
 
@@ -140,8 +162,18 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "framework": program.source.framework_name if program.source is not None else program.framework,
         "failed_stacks": dict(failed_stacks or {}),
         "metrics": operators.CATALOGUE.describe(),
+        "reuse": reuse_summary(store),
     })
     return verdicts, scores
+
+
+REUSE_SUMMARY_KEY = "reuse"  # the store's meta key holding what --reuse took (`campaign.reuse`)
+
+
+def reuse_summary(store: ResultStore) -> dict | None:
+    """run.json ``reuse``: what this run took from an earlier run folder (None: no --reuse)."""
+    found = store.get_meta(REUSE_SUMMARY_KEY)
+    return None if not found else {k: v for k, v in found.items() if k != "keys"}
 
 
 def _pass_verdict(config: CampaignConfig) -> dict:
@@ -163,6 +195,41 @@ def _build_summary(builds) -> dict:
     return {"cached": int(builds["cached"].sum()) if len(builds) else 0,
             "kernels_compiled": total("kernels_compiled"), "kernels_reused": total("kernels_reused"),
             "tuned_hits": total("tuned_hits"), "tuned_misses": total("tuned_misses")}
+
+
+def write_export(run_dir: Path, format_name: str, out: Path) -> Path:
+    """``mutatenn export``: the run folder in ``format_name`` (`reports.exports.FORMATS`),
+    written to ``out``, a new file. Every check comes before anything is written: a folder
+    that is not a finished campaign, an unknown format or an existing ``out`` is an
+    InputError in one line."""
+    from reports.exports import export_text
+    from reports.rundata import RunFolderError
+
+    from ..errors import InputError
+
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise OutputFolderError(f"--out {str(out)!r} exists; choose a new file (nothing was overwritten)")
+    if not out.parent.is_dir():
+        raise OutputFolderError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    try:
+        text = export_text(Path(run_dir), format_name)
+    except RunFolderError as err:
+        raise InputError(str(err)) from None
+    write_text_atomic(out, text)
+    return out
+
+
+def write_exports(out_dir: Path, formats) -> list[Path]:
+    """``[run] exports``: each format written into the run folder under its own file name."""
+    from reports.exports import FORMATS, export_text
+
+    written = []
+    for name in formats:
+        path = Path(out_dir) / FORMATS[name].file_name
+        write_text_atomic(path, export_text(out_dir, name))
+        written.append(path)
+    return written
 
 
 def render_run_report(out_dir: Path) -> tuple[Path | None, str]:

@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse builds stored in DIR by earlier runs, and store new ones there (run.build_cache)")
     p.add_argument("--no-share-builds", action="store_true",
                    help="build every mutant in full instead of linking the original's kernels (run.share_builds)")
+    p.add_argument("--reuse", type=Path, default=None, metavar="OLD_RUN",
+                   help="take the builds and outputs of OLD_RUN whose inputs are the same and build only the rest "
+                   "(run.reuse); exit 2 when nothing of OLD_RUN can be reused")
+    p.add_argument("--reuse-or-fresh", action="store_true",
+                   help="with --reuse: when OLD_RUN cannot be reused, say why and run fresh (run.reuse_or_fresh)")
+
+    p = sub.add_parser("export", help="write a campaign's results in a format other tools read: the mutation-"
+                       "testing report schema (JSON) or JUnit XML")
+    p.add_argument("run_dir", type=Path, help="a campaign run folder")
+    p.add_argument("--format", required=True, metavar="FORMAT",
+                   help="mutation-testing-report (JSON for mutation-testing-elements and dashboards) or junit (XML)")
+    p.add_argument("--out", required=True, type=Path, help="the file to write (must not exist)")
 
     p = sub.add_parser("report", help="(re)render report.html of a run folder")
     p.add_argument("run_dir", type=Path, help="a campaign or comparison run folder")
@@ -155,6 +167,7 @@ COMMANDS = {
     "compare": ("compare", "cmd_compare"),
     "run": ("run", "cmd_run"),
     "report": ("run", "cmd_report"),
+    "export": ("export", "cmd_export"),
     "demo": ("demo", "cmd_demo"),
     "mutants": ("mutants", "cmd_mutants"),
     "targets": ("targets", "cmd_targets"),

@@ -4,26 +4,23 @@ from __future__ import annotations
 import sys
 import warnings
 
-from ..errors import InputError
-
 
 def cmd_compare(args) -> int:
-    from ..compare import compare, format_table
+    from ..api import compare
+    from ..compare import format_table
 
-    if args.jobs < 1:
-        raise InputError("--jobs must be at least 1")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compare(args.model, args.images, args.variants, args.baseline, args.out,
-                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, render=not args.no_report,
+                         pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, report=not args.no_report,
                          save_outputs=args.save_outputs)
     for w in caught:
         if issubclass(w.category, UserWarning) and "loky" not in w.filename:  # worker-pool chatter is not the user's
             print(f"warning: {w.message}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(format_table(result.table))
-    print(f"\nresults: {result.out_dir}/comparison.csv, per_image.csv" + ("" if args.no_report else ", report.html"))
+    print(format_table(result.comparison))
+    print(f"\nresults: {result.path}/comparison.csv, per_image.csv" + ("" if args.no_report else ", report.html"))
     if args.save_outputs is not None:
         print(f"saved outputs: {args.save_outputs}/ (replay with --baseline saved:{args.save_outputs}[:VARIANT])")
     for name, err in result.errors.items():

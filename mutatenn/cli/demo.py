@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .run import default_run_dir, finish
+from .run import finish
 
 # One sampled site per operator keeps the demo to a few minutes on two cores while
 # touching every level: graph rewrites, weight perturbations, TensorIR edits, pass options.
@@ -18,12 +18,13 @@ DEMO_CONFIG = {
     ],
     "kill": {"criterion": "top1_agreement < 1.0"},
     # Two inference passes per build: mutants that read outside their buffers show up as unstable.
-    "run": {"timeout": 300, "per_image_cap": 20, "repeats": 2},
+    # Written with the run: the mutation-testing report JSON and JUnit XML (`mutatenn export`).
+    "run": {"timeout": 300, "per_image_cap": 20, "repeats": 2, "exports": ["mutation-testing-report", "junit"]},
 }
 
 
 def cmd_demo(args) -> int:
-    from ..campaign import run_campaign
+    from ..api import default_run_dir, run_campaign
     from ..config import parse_config
 
     out, jobs = args.out, args.jobs
@@ -35,7 +36,7 @@ def cmd_demo(args) -> int:
     print("each build runs twice: unstable = its outputs differ between the two runs.\n")
     config = parse_config(DEMO_CONFIG, source="mutatenn demo")
     start = time.perf_counter()
-    result = run_campaign(config, out, jobs=jobs)
+    result = run_campaign(config, out, jobs=jobs, quiet=False)
     code = finish(result, None)
     print(f"time:    {time.perf_counter() - start:.0f} s")
     return code

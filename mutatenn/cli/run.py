@@ -1,7 +1,6 @@
 """`mutatenn run CONFIG.toml` and `mutatenn report RUN_DIR`."""
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 
@@ -10,27 +9,19 @@ from ..errors import InputError
 FAIL_UNDER_EXIT = 3
 
 
-def default_run_dir(prefix: str) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{prefix}-{stamp}"
-
-
 def cmd_run(args) -> int:
-    from ..campaign import run_campaign
-    from ..config import load_config, with_run_overrides
+    from ..api import run_campaign
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         raise InputError(f"--fail-under must be a percentage in 0..100, not {args.fail_under:g}")
     # Jobs sent to a Dask cluster run on its machines: this one's CPU and GPU are not checked.
-    config = load_config(args.config, local_devices=not args.scheduler)
-    config = with_run_overrides(config, fast_kill=True if args.fast_kill else None, build_cache=args.build_cache,
-                                share_builds=False if args.no_share_builds else None)
-    out = args.out or default_run_dir("campaign")
-    result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
-                          render=not args.no_report)
-    return finish(result, args.fail_under, args.fail_under_bound)
+    run = run_campaign(args.config, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
+                       report=not args.no_report, fast_kill=True if args.fast_kill else None,
+                       build_cache=args.build_cache, share_builds=False if args.no_share_builds else None,
+                       reuse=args.reuse, reuse_or_fresh=True if args.reuse_or_fresh else None)
+    return finish(run, args.fail_under, args.fail_under_bound)
 
 
 def finish(result, fail_under: float | None, bound: str = "score") -> int:
@@ -40,7 +31,7 @@ def finish(result, fail_under: float | None, bound: str = "score") -> int:
     from ..campaign import format_scores, stacks_below
 
     print(format_scores(result.scores))
-    print(f"\noutputs: {result.out_dir.resolve()}")
+    print(f"\noutputs: {Path(result.path).resolve()}")
     if result.report is not None:
         print(f"report:  {Path(result.report).resolve()}")
     elif result.report_error:
