@@ -235,7 +235,6 @@ def mutation_testing_report(run_dir) -> dict:
         file = files.setdefault(f"{row['stack']}/{path}", {"language": "python", "source": source, "mutants": []})
         file["mutants"].append(_mutant_result(row, mutant, source, killers, image_ids, image_count))
     return {
-        "$schema": "https://git.io/mutation-testing-schema",
         "schemaVersion": "2",
         "thresholds": dict(THRESHOLDS),
         "files": files,

@@ -102,7 +102,8 @@ def rpc_server():
 # ---------------------------------------------------------------- a small real campaign
 
 # tanh#0 and remove#0 flip labels (killed), tanh#1 does not (survived); pass_opt_level#2
-# builds at O2, as the stack does (equivalent).
+# builds at O2, as the stack does (equivalent); tir_lt_to_le#0 (a PrimFunc edit) is killed.
+# The run writes both exports (tests/test_exports.py reads them).
 DIGITS_CAMPAIGN = """
 [model]
 spec = "digits"
@@ -112,15 +113,18 @@ spec = "digits:20"
 replace_activation_with_tanh = { positions = [0, 1] }
 remove_activation = { positions = [0] }
 pass_opt_level = { positions = [2] }
+tir_lt_to_le = { positions = [0] }
 [[stacks]]
 name = "cpu-O2"
 target = "cpu"
 opt_level = 2
 [run]
 timeout = 120
+exports = ["mutation-testing-report", "junit"]
 """
 DIGITS_CAMPAIGN_VERDICTS = {"replace_activation_with_tanh#0": "killed", "replace_activation_with_tanh#1": "survived",
-                            "remove_activation#0": "killed", "pass_opt_level#2": "equivalent"}
+                            "remove_activation#0": "killed", "pass_opt_level#2": "equivalent",
+                            "tir_lt_to_le#0": "killed"}
 
 
 @pytest.fixture(scope="session")
