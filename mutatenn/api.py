@@ -6,7 +6,7 @@
     >>> run                                              # in a notebook: the score table
     >>> again = api.load_run("runs/digits")              # any run folder, later
     >>> again.kill_matrix.groupby("image").killed_by_image.sum()
-    >>> cmp = api.compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="pytorch")
+    >>> cmp = api.compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="torch")
     >>> cmp.comparison[["variant", "top1_agreement", "latency_ratio"]]
 
 `mutatenn run` and `mutatenn compare` are thin layers over `run_campaign` and `compare`;
@@ -152,7 +152,7 @@ def compare(model, images: str, variants, baseline: str, out=None, *, pretrained
     run folder goes to ``out`` (default runs/compare-TIMESTAMP). Failed variants are in
     ``run.errors`` (and rows with an error in ``run.comparison``), not raised.
 
-        cmp = compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="pytorch")
+        cmp = compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="torch")
     """
     from .compare import compare as compare_variants
     from .errors import InputError
