@@ -63,7 +63,7 @@ def main() -> int:
         a = fresh.verdicts.set_index(key)["verdict"]
         b = reused.verdicts.set_index(key)["verdict"].reindex(a.index)
         same = int((a == b).sum())
-        added_pairs = int((fresh.verdicts.stack == ADDED["name"]).sum())
+        added_pairs = int((fresh.verdicts["stack"] == ADDED["name"]).sum())
         mutants = len(fresh.mutants)
     lines = [
         "# Incremental runs: one stack added, rerun with --reuse",

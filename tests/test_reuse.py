@@ -58,7 +58,7 @@ def test_an_added_stack_builds_only_its_pairs_and_judges_as_a_fresh_run(digits_c
     builds = pd.read_csv(tmp_path / "reused" / "builds.csv")
     assert _builds_run(tmp_path / "reused") == (builds["stack"] == "cpu-O0").sum()
     fresh = pd.read_csv(digits_campaign / "verdicts.csv")
-    mine = reused.verdicts[reused.verdicts.stack == "cpu-O2"].reset_index(drop=True)
+    mine = reused.verdicts[reused.verdicts["stack"] == "cpu-O2"].reset_index(drop=True)
     assert list(mine.verdict) == list(fresh.verdict) and list(mine.mutant_id) == list(fresh.mutant_id)
     pd.testing.assert_frame_equal(mine[VALUES].astype(float), fresh[VALUES].astype(float))
     assert f"{old_builds} of {reused.meta['builds']} builds reused from" in reused.report.read_text()
