@@ -1,6 +1,7 @@
 """Differential testing: one program deployed as several variants, each compared with a baseline."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from . import __version__, golden
 from .errors import InputError
@@ -110,7 +111,7 @@ def variant_sources(source: Source, variants: list[Variant], pretrained: str) ->
 def _check_tuning_records(source: Source, variants) -> None:
     """A tuned variant needs `mutatenn tune`'s records: refuse before any build starts."""
     for variant in variants:
-        if variant.options is not None and variant.options.schedule == "tuned":
+        if variant.options.schedule == "tuned":
             from .tuning import require_database
 
             require_database(source.spec, variant.target, variant.via)
@@ -251,11 +252,11 @@ def latency_flags(variants, results) -> dict[str, str]:
     groups: dict[tuple, list] = {}
     for v in variants:
         r = results[v.text]
-        if v.options is None or r.error:
+        if v.target is None or r.error:
             continue
-        o = v.options
-        key = (v.kind, v.via, v.target.name, o.disabled_pass, o.required_pass, o.fast_math, o.schedule)
-        groups.setdefault(key, []).append((v.text, o.opt_level, r.output.latencies))
+        # Every build option but the level (the schema's, all of them) is the same in a group.
+        key = (v.kind, v.via, v.target.name, dataclasses.replace(v.options, opt_level=0))
+        groups.setdefault(key, []).append((v.text, v.options.opt_level, r.output.latencies))
     flags = {}
     for entries in groups.values():
         flags.update(slower_at_higher_level(entries))
@@ -309,10 +310,11 @@ def _per_image_table(results, names: list[str], baseline: str, images: ImageSet,
 
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as a person reads it in a terminal."""
-    view = table[["variant", "path", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
-                  "latency_ms_median", "latency_ratio", "latency_flag", "accuracy", "error"]].copy()
+    shown = [m.name for m in operators.CATALOGUE.values() if m.in_tables]  # every metric marked for tables
+    view = table[["variant", "path", *shown, "latency_ms_median", "latency_ratio", "latency_flag", "accuracy",
+                  "error"]].copy()
     view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
-                                "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
+                                "kendall_tau": "tau", "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
     for text_column in ("error", "latency_flag"):
         if not view[text_column].astype(bool).any():
             view = view.drop(columns=[text_column])

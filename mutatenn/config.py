@@ -12,16 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build import (
-    DEFAULT_SCHEDULE,
-    OPTIONAL_PASSES,
-    SCHEDULES,
-    SWITCHABLE_PASSES,
-    BuildOptions,
-    Target,
-    check_runnable,
-    parse_target,
-)
+from .build import BuildOptions, Target, check_runnable, parse_target
 from .errors import ConfigError, InputError, TargetError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
@@ -49,18 +40,24 @@ class StackSpec:
         return parse_target(self.target_name)
 
     @property
+    def variant(self):
+        """The stack as a `runners.Variant` with every option it has (what a job carries)."""
+        import dataclasses
+
+        from .runners import Variant
+
+        variant = Variant("", self.runner, self.target, self.options, via=self.via)
+        return dataclasses.replace(variant, text=variant.canonical)
+
+    @property
     def variant_text(self) -> str:
-        """The stack as a variant (`tvm:cpu:O2`, `tvm:cpu:O2(via=tflite)`); the job carries its
-        full build options beside it. ``via`` here is resolved (the engine sets it)."""
-        suffix = f"(via={self.via})" if self.via else ""
-        return f"{self.runner}:{self.target_name}:O{self.options.opt_level}{suffix}"
+        """The stack written as a variant, in full (`tvm:cpu:O2(bounds_check=true)`): the
+        same options through `mutatenn compare` or `localize` build the same code."""
+        return self.variant.text
 
     def describe(self) -> dict:
-        return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
-                "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
-                "schedule": self.options.schedule, "build": self.options.label(),
-                "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options),
-                "via": self.via, "bounds_check": self.options.bounds_check}
+        return {"name": self.name, "target": self.target_name, **self.options.describe(),
+                "build": self.options.label(), "via": self.via}
 
 
 @dataclass
@@ -152,7 +149,9 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model, via, local_devices)
     criterion = _criterion(raw.get("kill", {}))
-    if "accuracy_drop" in criterion.metrics:
+    from operators.criteria import needs_labels
+
+    if needs_labels(criterion):
         from .images import load_image_set
 
         if not load_image_set(images).has_labels:
@@ -498,6 +497,9 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
+STACK_IDENTITY_KEYS = ("name", "target")
+
+
 def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
@@ -505,40 +507,38 @@ def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) 
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
     out, names = [], set()
     for i, table in enumerate(value):
-        key = f"stacks[{i}]"
-        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
-                                    "fast_math", "schedule", "tir_options", "via", "bounds_check"})
-        target = _string(table, "target", f"{key}.target", required=True)
-        try:
-            parse_target(target)
-        except InputError as err:
-            raise ConfigError(f"config key '{key}.target': {err}") from None
-        level = _number(table, "opt_level", 2, f"{key}.opt_level", integer=True)
-        if level not in (0, 1, 2, 3):
-            raise ConfigError(f"config key '{key}.opt_level': must be 0..3, got {level!r}")
-        disabled = table.get("disabled_passes", [])
-        if not isinstance(disabled, list) or any(p not in OPTIONAL_PASSES for p in disabled):
-            raise ConfigError(f"config key '{key}.disabled_passes': expected a list of {', '.join(OPTIONAL_PASSES)}")
-        fast_math = table.get("fast_math")
-        if fast_math is not None and not isinstance(fast_math, bool):
-            raise ConfigError(f"config key '{key}.fast_math': expected true or false")
-        via = _string(table, "via", f"{key}.via") or ""
-        _check_via(via, f"{key}.via")
-        schedule = _string(table, "schedule", f"{key}.schedule", default=DEFAULT_SCHEDULE)
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-        options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
-                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key, via or model_via),
-                               required_pass=_required_passes(table, key), tir_options=_tir_options(table, key),
-                               bounds_check=_bounds_check(table, key, target))
-        name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
-        if name in names:
-            raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
-        names.add(name)
-        if local_devices:
-            _check_runs_here(target, f"{key}.target")
-        out.append(StackSpec(name, target, options, via=via))
+        stack = stack_from_table(table, f"stacks[{i}]", model, model_via, local_devices)
+        if stack.name in names:
+            raise ConfigError(f"config key 'stacks[{i}].name': stack name {stack.name!r} is used twice")
+        names.add(stack.name)
+        out.append(stack)
     return out
+
+
+def stack_from_table(table, key: str, model: str, model_via: str = "", local_devices: bool = True) -> StackSpec:
+    """One ``[[stacks]]`` table: its name and target, and the build options of the schema
+    (`mutatenn.build.options.OPTIONS`, the same keys a variant takes), each checked there."""
+    from .build.options import OptionError, options_from_table, stack_keys
+
+    table = _table(table, key, set(STACK_IDENTITY_KEYS) | set(stack_keys()))
+    target = _string(table, "target", f"{key}.target", required=True)
+    try:
+        parsed_target = parse_target(target)
+        fields, program = options_from_table(table, key)
+        options = BuildOptions(**fields)
+        options.check_target(parsed_target)
+    except OptionError as err:
+        where = err.subkey if err.subkey.startswith(key) else f"{key}.{err.subkey}" if err.subkey else key
+        raise ConfigError(f"config key '{where}': {err}") from None
+    except InputError as err:
+        raise ConfigError(f"config key '{key}.target': {err}") from None
+    via = program.get("via", "")
+    if options.schedule == "tuned":
+        options = options.with_overrides({"tuning_db": _tuning_db(model, target, key, via or model_via)})
+    name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
+    if local_devices:
+        _check_runs_here(target, f"{key}.target")
+    return StackSpec(name, target, options, via=via)
 
 
 def _check_runs_here(target_name: str, key: str) -> None:
@@ -554,56 +554,12 @@ def _check_runs_here(target_name: str, key: str) -> None:
         raise ConfigError(f"config key '{key}': {err}") from None
 
 
-def _bounds_check(table: dict, key: str, target_name: str) -> bool:
-    """A stack's ``bounds_check``: every buffer access of its builds asserted in bounds
-    (`mutatenn.bounds`); CPU (LLVM) code only, local or over RPC."""
-    value = table.get("bounds_check", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}.bounds_check': expected true or false")
-    if value and parse_target(target_name).spec["kind"] != "llvm":
-        raise ConfigError(f"config key '{key}.bounds_check': bounds checks are for CPU (LLVM) targets only")
-    return value
-
-
-def _required_passes(table: dict, key: str) -> tuple[str, ...]:
-    """A stack's ``required_passes``: passes run whatever its opt level says (the opt-in
-    passes of `mutators.passes.OPT_IN_PASSES` run only when named here)."""
-    value = table.get("required_passes", [])
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ConfigError(f"config key '{key}.required_passes': expected a list of pass names")
-    for name in value:
-        if name not in SWITCHABLE_PASSES:
-            raise ConfigError(f"config key '{key}.required_passes': unknown pass {name!r} "
-                              f"(known: {', '.join(SWITCHABLE_PASSES)})")
-    return tuple(value)
-
-
-def _tir_options(table: dict, key: str) -> dict:
-    """A stack's ``tir_options`` table (short names of `mutators.passes.TIR_OPTIONS`),
-    each value checked against its option."""
-    from mutators.passes import tir_option_error
-
-    value = table.get("tir_options", {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"config key '{key}.tir_options': expected a table, e.g. {{ disable_vectorize = true }}")
-    for name, setting in value.items():
-        error = tir_option_error(name, setting)
-        if error:
-            raise ConfigError(f"config key '{key}.tir_options.{name}': {error}")
-    return value
-
-
-def _tuning_db(schedule: str, model: str, target_name: str, key: str, via: str = "") -> str:
+def _tuning_db(model: str, target_name: str, key: str, via: str = "") -> str:
     """A tuned stack's database, which must exist before any job starts."""
-    if schedule != "tuned":
-        return ""
     from .tuning import require_database
 
-    target = parse_target(target_name)
-    if target.spec["kind"] != "llvm":
-        raise ConfigError(f"config key '{key}.schedule': tuned schedules are for CPU (LLVM) targets only")
     try:
-        return str(require_database(model, target, via))
+        return str(require_database(model, parse_target(target_name), via))
     except InputError as err:
         raise ConfigError(f"config key '{key}.schedule': {err}") from None
 

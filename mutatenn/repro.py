@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from reports import schema
+from runfolder import schema
+from runfolder.verdicts import REPRODUCIBLE, VERDICT_NAMES
 
 from .errors import InputError, OutputFolderError
 
-# Verdicts with nothing to reproduce; every other one (killed, and each way a build or run
-# can fail: crashed, timed_out, build_error, memory_error) is rebuilt and run again.
-NOTHING_TO_REPRODUCE = ("survived", "equivalent", "non_viable")
+# Verdicts with nothing to reproduce (the verdict table's ``repro``); every other one
+# (killed, and each way a build or run can fail) is rebuilt and run again.
+NOTHING_TO_REPRODUCE = tuple(v for v in VERDICT_NAMES if v not in REPRODUCIBLE)
 SCRIPT_FILES = {
     "build": "build.json", "relax": "mutant_relax.json", "relax_text": "mutant_relax.py", "lowered": "lowered.json",
     "library": "program.so", "inputs": "inputs.npy", "original": "original_logits.npy",
@@ -457,10 +458,10 @@ def files_folder(script: Path) -> Path:
 def _prepare_script(case: Case, variant, script: Path) -> Path:
     """Write the script, build.json and the stored outputs; return the data folder (the
     worker adds the IR, the library and the inputs). Nothing existing is overwritten."""
-    from mutators.passes import PIPELINE, tir_config
+    from mutators.passes import tir_config
 
     from . import __version__
-    from .build import OPTIONAL_PASSES
+    from .build.pipeline import skipped_passes, table_passes
     from .outputs import prepare_out_dir
 
     if script.suffix != ".py":
@@ -471,7 +472,6 @@ def _prepare_script(case: Case, variant, script: Path) -> Path:
         raise OutputFolderError(f"--script: {str(taken)!r} already exists (nothing was overwritten)")
     prepare_out_dir(files)
     options = case.options
-    runs = set(options.passes())
     build = {
         "mutant": case.mutant_id, "stack": case.stack.name, "variant": variant.text, "run_dir": str(case.run_dir),
         "verdict": case.verdict["verdict"], "reason": case.verdict.get("reason") or "",
@@ -480,9 +480,9 @@ def _prepare_script(case: Case, variant, script: Path) -> Path:
         "image_names": case.image_names, "image_indices": case.indices, "labels": None,
         "target": _plain(variant.target.tvm_target().export()), "device": variant.target.device,
         "build": options.label(), "opt_level": options.opt_level, "switchable_passes_run": list(options.passes()),
-        "relax_passes": [s.name for s in PIPELINE if not s.optional or s.name in runs],
+        "relax_passes": [s.name for s in table_passes(options)],
         "schedule": options.schedule,
-        "pass_context": {"opt_level": 3, "disabled_pass": [p for p in OPTIONAL_PASSES if p not in runs],
+        "pass_context": {"opt_level": 3, "disabled_pass": skipped_passes(options),
                          "config": tir_config(options.tir_options)},
         "tvm_version": _tvm_version(), "mutatenn_version": __version__,
     }

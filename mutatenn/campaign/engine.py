@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runfolder.verdicts import PROGRESS
+
 from ..config import CampaignConfig
 from ..errors import CampaignError, InputError
 from ..records import JobResult, JobStatus, Verdict, VerdictRow
@@ -151,11 +153,13 @@ def plan_paths(config: CampaignConfig, paths: Paths):
 
 def image_truth(config: CampaignConfig, program, images):
     """The images' class indices, or None without labels; a criterion on accuracy needs them."""
+    from operators.criteria import needs_labels
+
     from ..compare import label_indices
     from ..errors import ConfigError
 
     truth = label_indices(images, program.labels)
-    if truth is None and "accuracy_drop" in config.criterion.metrics:
+    if truth is None and needs_labels(config.criterion):
         raise ConfigError(f"config key 'kill.criterion': {config.criterion} needs labelled images; "
                           f"{config.images!r} has none that name the model's classes")
     return truth
@@ -341,10 +345,7 @@ class Orchestrator:
             self.counts[row.verdict] += 1
 
     def _postfix(self) -> str:
-        c = self.counts
-        return (f"killed={c[Verdict.KILLED]} survived={c[Verdict.SURVIVED]} crashed={c[Verdict.CRASHED]} "
-                f"memory_error={c[Verdict.MEMORY_ERROR]} timed_out={c[Verdict.TIMED_OUT]} "
-                f"build_error={c[Verdict.BUILD_ERROR]}")
+        return " ".join(f"{v.value}={self.counts[v]}" for v in PROGRESS)
 
 
 def check_internal(key: str, artifact: Artifact, result: JobResult, out_dir: Path) -> None:

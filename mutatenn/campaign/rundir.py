@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from .. import __version__
 from ..compare import image_records

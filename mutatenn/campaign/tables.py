@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from ..records import SCORED, Verdict, VerdictRow
 
@@ -171,26 +171,22 @@ def kill_matrix_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str,
 def image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
     """Per image, whether that image alone meets ``criterion`` (``ref`` / ``out``: logits
     and latencies of the original and the mutant). A criterion of several terms combines
-    its terms' answers (``and``: all, ``or``: any); ``flipped >= N`` is met by one image
-    only for N = 1; ``accuracy_drop`` is never met by one image alone (no labels here)."""
+    its terms' answers (``and``: all, ``or``: any); a count term answers by its own
+    per-image rule (`operators.criteria.COUNT_TERMS`)."""
     from operators.criteria import AllOf, AnyOf, CountTerm
 
     if isinstance(criterion, (AllOf, AnyOf)):
         parts = np.array([image_kills(p, ref, out) for p in criterion.parts])
         return parts.all(axis=0) if isinstance(criterion, AllOf) else parts.any(axis=0)
     if isinstance(criterion, CountTerm):
-        n = len(out["logits"])
-        if criterion.metric != "flipped" or criterion.threshold > 1:
-            return np.zeros(n, dtype=bool)
-        with np.errstate(all="ignore"):
-            return np.asarray(operators.flipped_images(ref["logits"], out["logits"]), dtype=bool)
+        return criterion.image_kills(ref["logits"], out["logits"])
     return _metric_image_kills(criterion, ref, out)
 
 
 def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
-    """One catalogue metric's term per image: the metric's per-image form
-    (``<summary>_per_image`` beside its summary: the summary of one image) gives the
-    values; a metric without one is summarised on each image in turn."""
+    """One catalogue metric's term per image: the metric's declared per-image form
+    (`operators.catalogue.Metric.per_image`) gives the values; a metric without one is
+    summarised on each image in turn."""
     from operators.catalogue import _takes_k
 
     metric = operators.CATALOGUE[criterion.metric]
@@ -202,7 +198,7 @@ def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
         a, b = ref["logits"], out["logits"]
     if len(a) != n or len(b) != n:
         return np.zeros(n, dtype=bool)  # latencies not one per image: no image decides alone
-    per_image = _per_image_form(metric)
+    per_image = metric.per_image
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # a broken mutant's NaN rows are expected here
         params = dict(criterion.params)
@@ -213,15 +209,6 @@ def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
         else:
             values = [metric.evaluate(a[i:i + 1], b[i:i + 1], None, None, 5, params) for i in range(n)]
     return np.array([criterion.is_killed({criterion.key: float(x)}) for x in values], dtype=bool)
-
-
-def _per_image_form(metric):
-    """``<name>_per_image`` in the module of the metric's summary function, if there is one."""
-    import sys
-
-    name = getattr(metric.summary, "__name__", "")
-    module = sys.modules.get(getattr(metric.summary, "__module__", "") or "")
-    return getattr(module, f"{name}_per_image", None) if module is not None and name else None
 
 
 class _Top5:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .align import CONVERSION, SAME_PROGRAM, Pair, align
+from .align import CONVERSION, SAME_PROGRAM, Pair, align, drop_background
 from .capture import Tap, tap_class
 from .divergence import DEFAULT_PER_ROUND, DEFAULT_TOLERANCE, Localizer, Search, measure
 from .layers import LayerGraph
@@ -216,16 +216,6 @@ def localize(pairing: Pairing, image: str | None = None, tolerance: float = DEFA
     builds = sum(t.builds for t in taps)
     return Localization(pairing, pairs, search, rows, len(disagree), tolerance, per_round, output_rel, builds,
                         sum(t.build_s for t in taps), notes, taps=tuple(taps), outputs=(out_a, out_b))
-
-
-def drop_background(pairing: Pairing, role: str, values: np.ndarray) -> np.ndarray:
-    """``values`` of side ``role`` without the background class (column 0 of the last axis)
-    when that side has one; a tensor of another width is returned as it is."""
-    if pairing.background != role:
-        return values
-    other = pairing.b if role == "a" else pairing.a
-    classes = other.graph[other.graph.output].shape[-1]
-    return values[..., 1:] if values.shape[-1] == classes + 1 else values
 
 
 def check_image(image: str | None, images_spec: str, names: list[str]) -> None:
