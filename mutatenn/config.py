@@ -228,13 +228,13 @@ def _pass_settings(run: dict, repeats: int, fast_kill: bool):
     """``[run] verdict`` (a method of `campaign.repeats.PASS_VERDICTS`) with its test
     settings; each method needs a least number of passes, and only the first-pass verdict
     goes with fast kill (a pass stopped early says nothing about the passes after it)."""
-    from .campaign.repeats import DEFAULT_EFFECT_SIZE, DEFAULT_SIGNIFICANCE, MIN_PASSES, PASS_VERDICTS, PassSettings
+    from .campaign.repeats import DEFAULT_EFFECT_SIZE, DEFAULT_SIGNIFICANCE, PASS_VERDICTS, PassSettings
 
     method = _string(run, "verdict", "run.verdict", default="first")
     if method not in PASS_VERDICTS:
         raise ConfigError(f"config key 'run.verdict': must be one of {', '.join(PASS_VERDICTS)}, not {method!r}")
-    if repeats < MIN_PASSES[method]:
-        raise ConfigError(f"config key 'run.verdict': {method!r} needs run.repeats >= {MIN_PASSES[method]}, "
+    if repeats < PASS_VERDICTS[method].min_passes:
+        raise ConfigError(f"config key 'run.verdict': {method!r} needs run.repeats >= {PASS_VERDICTS[method].min_passes}, "
                           f"got repeats = {repeats}")
     if method != "first" and fast_kill:
         raise ConfigError(f"config key 'run.verdict': {method!r} judges every pass in full; it does not go with "

@@ -430,11 +430,12 @@ def _mutant_module(task: ReproTask, program):
     return program.mod if mod is None else mod
 
 
-def lower_for_build(mod, target, options):
-    """``mod`` after MutateNN's Relax pipeline for ``options`` (what the build compiles)."""
+def lower_for_build(mod, target, options, instruments=()):
+    """``mod`` after MutateNN's Relax pipeline for ``options`` (what the build compiles);
+    ``instruments``: TVM pass instruments, as `build.build_artifact` takes them."""
     from .build import BuildStats, pass_context, relax_pipeline
 
-    with pass_context(options):
+    with pass_context(options, instruments):
         with target.tvm_target():
             return relax_pipeline(target, options, BuildStats(options.schedule))(mod)
 

@@ -99,11 +99,15 @@ def front_passes(target=None) -> list:
     return pipeline_passes(target or parse_target("cpu-generic"), BuildOptions(), stop_after="FuseTIR")
 
 
-def fuse(mod, tvm_target):
-    """``mod`` legalised and fused as a default build has it after FuseTIR."""
+def fuse(mod, tvm_target, instruments=()):
+    """``mod`` legalised and fused as a default build has it after FuseTIR, in the
+    default build's PassContext (``instruments``: TVM pass instruments)."""
     import tvm
 
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
+    from ..build.options import BuildOptions
+    from ..build.pipeline import pass_context
+
+    with tvm_target, pass_context(BuildOptions(), instruments):
         return tvm.transform.Sequential(front_passes())(mod)
 
 
