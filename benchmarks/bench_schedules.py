@@ -26,6 +26,9 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "schedules.txt"
 
@@ -136,14 +139,7 @@ def main(argv=None) -> int:
     body = []
     for model in args.models.split(","):
         body += measure(model.strip(), args.images, args.warmup, target) + [""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(header + body)
-    if args.append and out.exists():
-        text = out.read_text().rstrip("\n") + "\n\n" + "=" * 100 + "\n" + text
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
+    return write_result(Path(args.out), header + body, append=args.append)
 
 
 if __name__ == "__main__":
