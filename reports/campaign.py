@@ -1,7 +1,6 @@
 """The campaign page's content, built from a RunData's tables."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,33 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from runfolder.schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
+from runfolder.scores import wilson_interval
 from runfolder.verdicts import DETAIL_PRIORITY, LOCALIZABLE, REPRODUCIBLE
 
 from . import charts
 from .common import fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails, to_bool, to_float
 from .rundata import SCORED_VERDICTS, VERDICTS, RunData
-
-CONFIDENCE = 0.95  # of the score intervals (scores.csv: score_low, score_high)
-
-
-def wilson_interval(killed: int, scored: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The Wilson score interval of the mutation score killed / scored, in percent (None
-    when nothing was scored): a binomial interval, so it says how far the score of the
-    judged mutants may be from the kill rate of the population they were drawn from."""
-    if scored <= 0:
-        return None
-    if not 0 <= killed <= scored:
-        raise ValueError(f"killed must lie in 0..{scored}, got {killed}")
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p, n = killed / scored, scored
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # At 0 or every mutant killed an end is exactly 0 or 1; rounding would leave 1e-15.
-    low = 0.0 if killed == 0 else max(0.0, centre - half)
-    high = 1.0 if killed == scored else min(1.0, centre + half)
-    return 100.0 * low, 100.0 * high
 
 
 def greedy_cover(kills: dict[str, set[str]], order: list[str] | None = None) -> list[str]:

@@ -51,7 +51,7 @@ def score_table(verdicts: pd.DataFrame, stack_order: list[str],
     """Verdict counts and mutation score per stack: overall, per operator, per level; each
     score with its 95% Wilson interval, and the mutants taken (``sampled``) out of the sites
     the group's operators have (``population``: stack -> operator -> sites; empty when unknown)."""
-    from reports.campaign import wilson_interval
+    from runfolder.scores import wilson_interval
 
     population = population or {}
     rows = []
