@@ -75,9 +75,10 @@ def metric_names(metrics: list[dict]) -> list[str]:
     return [m["name"] for m in metrics]
 
 
-def verdict_columns(metrics: list[dict]) -> list[str]:
-    """verdicts.csv: mutant and stack, verdict, every metric, then flips, timings, log, stability."""
-    return [*VERDICT_HEAD, *metric_names(metrics), *VERDICT_TAIL]
+def verdict_columns(metrics: list[dict], counts: list[str] = ()) -> list[str]:
+    """verdicts.csv: mutant and stack, verdict, every metric, the count terms the kill
+    criterion reads (beyond ``flipped``), then flips, timings, log, stability."""
+    return [*VERDICT_HEAD, *metric_names(metrics), *counts, *VERDICT_TAIL]
 
 
 def comparison_columns(metrics: list[dict]) -> list[str]:

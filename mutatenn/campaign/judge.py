@@ -99,7 +99,11 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
         killed, passes_killed = over.killed, over.passes_killed
         reason = f"{shown} in the first pass; {over.note}; killed when {criterion}"
     unstable = artifact.get("unstable_images")
-    values = {k: v for k, v in judged.items() if k in operators.CATALOGUE}  # the catalogue's columns
+    from operators.criteria import COUNT_TERMS
+
+    # The catalogue's columns, and the count terms the criterion read (`tables.count_columns`).
+    values = {k: v for k, v in judged.items() if k in operators.CATALOGUE
+              or (k in COUNT_TERMS and k != "flipped" and k in criterion.metrics)}
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),

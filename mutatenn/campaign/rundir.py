@@ -102,7 +102,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     against = judge_keys(config, originals)
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
     stored_mutants = store.mutants()
-    verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
+    verdicts = tables.verdict_table(rows, stored_mutants, stack_order, config.criterion)
     scores = tables.score_table(verdicts, stack_order, plan.population)
     judged = {(v.mutant_id, v.stack): v for v in rows if v.verdict.is_judged}
     per_image = tables.per_image_table(verdicts, judged, against, lambda key: load_outputs(out_dir, key)["logits"],

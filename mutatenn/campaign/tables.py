@@ -15,10 +15,13 @@ from runfolder import schema
 from ..records import SCORED, Verdict, VerdictRow
 
 
-def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list[str]) -> pd.DataFrame:
-    """verdicts.csv: one row per mutant × stack, in enumeration then stack order."""
+def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list[str],
+                  criterion=None) -> pd.DataFrame:
+    """verdicts.csv: one row per mutant × stack, in enumeration then stack order; the
+    count terms ``criterion`` reads (`operators.criteria.COUNT_TERMS`) get a column each."""
     info = {m["id"]: m for m in mutants}
-    metrics = operators.CATALOGUE.names()
+    counts = count_columns(criterion)
+    metrics = operators.CATALOGUE.names() + counts
     records = []
     for v in rows:
         m = info.get(v.mutant_id)
@@ -32,7 +35,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
                       _ordinal=m["ordinal"],
                       _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
         records.append(record)
-    columns = schema.verdict_columns(operators.CATALOGUE.describe())
+    columns = schema.verdict_columns(operators.CATALOGUE.describe(), counts)
     frame = pd.DataFrame(records, columns=columns + ["_ordinal", "_stack"])
     frame = frame.sort_values(["_ordinal", "_stack"], kind="stable").drop(columns=["_ordinal", "_stack"])
     frame["flipped"] = frame["flipped"].astype("Int64")
@@ -40,6 +43,15 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
     frame["images_run"] = frame["images_run"].astype("Int64")  # empty: every image (no fast kill)
     frame["passes_killed"] = frame["passes_killed"].astype("Int64")  # empty: the first pass alone judged
     return frame.reset_index(drop=True)
+
+
+def count_columns(criterion) -> list[str]:
+    """The count terms of ``criterion`` that verdicts.csv has no column for yet (``flipped`` always has one)."""
+    from operators.criteria import COUNT_TERMS
+
+    if criterion is None:
+        return []
+    return list(dict.fromkeys(t.metric for t in criterion.terms() if t.metric in COUNT_TERMS and t.metric != "flipped"))
 
 
 def _finite_or_none(value):
