@@ -109,3 +109,13 @@ def test_compare_takes_every_stack_option_as_a_variant_option(tmp_path, capsys):
     table = pd.read_csv(out / "comparison.csv").set_index("variant")
     for variant in ("tvm:cpu(bounds_check=true)", "tvm:cpu(disabled_passes=FuseOps, tir_options.disable_vectorize=true)"):
         assert table.loc[variant, "top1_agreement"] == 1.0 and table.loc[variant, "rel_l2"] < 1e-4
+
+
+def test_the_readme_documents_every_option_once():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("#### Build options")[1].split("#### ")[0].split("\n### ")[0]
+    for opt in OPTIONS:
+        if opt.key:
+            assert f"| `{opt.key}` |" in section, f"README's build-option table lacks {opt.key}"

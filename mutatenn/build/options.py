@@ -32,7 +32,7 @@ from mutators.passes import (
 from ..errors import InputError
 
 __all__ = ["OPTIONS", "BuildOption", "BuildOptions", "OptionError", "DEFAULT_OPT_LEVEL", "SCHEDULES",
-           "DEFAULT_SCHEDULE", "VARIANT_GRAMMAR", "option", "stack_keys", "options_from_table",
+           "DEFAULT_SCHEDULE", "VARIANT_GRAMMAR", "option", "options_help", "stack_keys", "options_from_table",
            "options_from_text", "options_text", "database_digest"]
 
 DEFAULT_OPT_LEVEL = 2
@@ -272,7 +272,7 @@ OPTIONS: tuple[BuildOption, ...] = (
                 in_key=lambda o: {"bounds_check": True} if o.bounds_check else {},
                 target_check=_llvm_only("bounds checks")),
     BuildOption("via", None, Choice(_import_paths), "",
-                "the import path of the model (`mutatenn frameworks` lists them)", runners="forms"),
+                "the import path the model takes into the runner (see \"Framework paths\" in the README)", runners="forms"),
     BuildOption("model", None, Text(), "", "another file of the same model (another framework's release)",
                 runners="*", stack=False),
 )
@@ -282,6 +282,20 @@ _BY_FIELD = {o.field: o for o in OPTIONS if o.field}
 
 def option(key: str) -> BuildOption:
     return _BY_KEY[key]
+
+
+def options_help() -> list[str]:
+    """One line per option for ``--help`` and docs: key, the runners that take it, what it does."""
+    lines = []
+    for opt in OPTIONS:
+        if not opt.key:
+            continue
+        who = {"*": "every runner", "forms": "runners of converted models"}.get(opt.runners, None) \
+            if isinstance(opt.runners, str) else "/".join(opt.runners)
+        values = f" [{'|'.join(opt.kind.choices())}]" if isinstance(opt.kind, Choice) else ""
+        where = "" if opt.stack else "; variants only"
+        lines.append(f"{opt.key}{values} ({who}{where}): {opt.doc}")
+    return lines
 
 
 def stack_keys() -> tuple[str, ...]:

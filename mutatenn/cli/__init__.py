@@ -27,11 +27,12 @@ def _variant_forms() -> list[str]:
 
 def _variants_help() -> str:
     """--variants help: every runner's form, the import paths and examples (argparse keeps the lines)."""
+    from ..build.options import options_help
     from ..frameworks import PATHS
 
     paths = "\n".join(f"  {p.name:<13}{'/'.join(p.accepts)} -> {p.form}: {p.summary}" for p in PATHS.values())
     return ("comma-separated variants:\n  " + "\n  ".join(_variant_forms())
-            + "\nevery variant also takes model=FILE (another release of the same model)."
+            + "\noptions (key=value; the same keys as a campaign's [[stacks]]):\n  " + "\n  ".join(options_help())
             + "\nimport paths (via=):\n" + paths
             + '\nexamples: "tflite,onnxruntime(via=tf2onnx),tvm:cpu:O3(via=tflite)"'
             + '  "onnxruntime(via=torch.onnx),tvm:cpu(via=torch.onnx)"')
