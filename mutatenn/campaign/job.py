@@ -73,7 +73,7 @@ def _run(job: Job, stage: list) -> JobResult:
     variant = with_host_cpu(parse_variant(job.variant, job.runner), job.host_cpu)
     if job.options is not None:
         variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
-    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner)
+    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner, job.trusted)
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
 
