@@ -109,8 +109,10 @@ class CampaignConfig:
         data = json.loads(json.dumps(self.raw, default=str))
         for speed_only in ("jobs", "share_builds", "build_cache"):  # same results either way
             data.get("run", {}).pop(speed_only, None)
-        if isinstance(data.get("model"), dict):  # a resume without trust is refused by the model check instead
-            data["model"].pop("trusted", None)
+        model = data.get("model")
+        if isinstance(model, dict) and "trusted" in model:  # a resume without trust meets the model check instead
+            model.pop("trusted")
+            data["model"] = model["spec"] if set(model) == {"spec"} else model  # as `with_model_trusted` found it
         return json.dumps(data, sort_keys=True)
 
 
