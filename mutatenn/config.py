@@ -365,18 +365,14 @@ def _model(raw: dict, base_dir: Path):
 def _model_spec(spec: str, base_dir: Path) -> str:
     """The model reference checked by the model-format table (`models.formats.FORMATS`);
     relative paths resolved against the config's folder."""
-    from .frameworks.pytorch import TORCHVISION_MODELS
-    from .frameworks.tensorflow import KERAS_MODELS
-    from .models.formats import model_format
+    from .models.formats import find_format, model_format
 
-    names = {"torchvision:": TORCHVISION_MODELS, "keras:": KERAS_MODELS}
-    for prefix, known in names.items():
-        if spec.startswith(prefix):
-            if spec[len(prefix):] not in known:
-                raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
-                                  f"{', '.join(prefix + n for n in known)})")
-            return spec
-    if spec in ("digits", "bundled:digits"):
+    named = find_format(spec)
+    if named is not None and not named.is_file:  # digits, torchvision:NAME, keras:NAME
+        known = named.known_names()
+        if known is not None and spec[len(named.prefix):] not in known:
+            raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
+                              f"{', '.join(named.prefix + n for n in known)})")
         return spec
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()

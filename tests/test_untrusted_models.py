@@ -409,3 +409,33 @@ def test_a_saved_model_check_keeps_tensorflow_out_of_a_campaign_coordinator(tf_f
     assert done.stdout.split()[-2:] == ["2", "False"], done.stderr[-2000:]
     assert REFUSED in done.stderr and "'WriteFile'" in done.stderr
     assert not (tmp_path / "run").exists() and not canary.exists()
+
+
+# ---------------------------------------------------------------- the format table
+def test_the_format_table_is_what_loading_tuning_and_the_help_read(tmp_path, digits_onnx, capsys):
+    """Every format's loader and check resolve; the --model help and the unknown-model
+    error list every form; tuning keys a model file by its bytes through the table."""
+    from importlib import import_module
+
+    from mutatenn.errors import ModelError
+    from mutatenn.models.formats import FORMATS, model_format, model_forms
+    from mutatenn.tuning import model_key
+
+    for fmt in FORMATS:
+        for ref in filter(None, (fmt.loader, fmt.check)):
+            module, _, name = ref.partition(":")
+            assert callable(getattr(import_module(module), name)), ref
+        assert fmt.is_file == bool(fmt.check)  # every file a user may be sent is checked
+    forms = model_forms()
+    assert all(s in forms for f in FORMATS for s in f.suffixes) and "SavedModel folder" in forms
+    for command in ("compare", "mutants", "tune", "localize"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert forms in text and "--trust-model" in text, command
+    with pytest.raises(ModelError, match="a .pt2, .onnx"):
+        model_format("model.xyz")
+    assert model_format(str(digits_onnx)).name == "ONNX"
+    copy = tmp_path / "other-name.onnx"
+    copy.write_bytes(digits_onnx.read_bytes())
+    assert model_key(str(copy)).split("-")[-1] == model_key(str(digits_onnx)).split("-")[-1]

@@ -14,6 +14,7 @@ torchvision in one process segfaults).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 from ..errors import ModelError
@@ -51,6 +52,7 @@ class ModelFormat:
     suffixes: tuple[str, ...] = ()
     folder_file: str = ""
     form: str = ""  # how the help names a name, prefix or folder form ("keras:NAME")
+    known: str = ""  # "module:ATTR": the names a prefix form accepts (checked in configs before loading)
     # "module:function(path)": refuses a file that would run code or reach outside its folder
     # when loaded or run (`mutatenn.models.safety`); skipped when the user trusts the file.
     check: str = ""
@@ -71,6 +73,13 @@ class ModelFormat:
             return Path(spec).suffix.lower() in self.suffixes
         return Path(spec).is_dir() and (Path(spec) / self.folder_file).is_file()
 
+    def known_names(self) -> tuple[str, ...] | None:
+        """The names after ``prefix`` this form accepts (None: not listed)."""
+        if not self.known:
+            return None
+        module, _, attr = self.known.partition(":")
+        return tuple(getattr(import_module(module), attr))
+
     def model_file(self, spec: str) -> Path | None:
         """The file whose bytes are the model (a folder form's marker file); None for names."""
         if self.suffixes:
@@ -85,9 +94,10 @@ _CHECK = "mutatenn.models.safety"
 FORMATS: tuple[ModelFormat, ...] = (
     ModelFormat("bundled digits CNN", "torch", f"{_PT}:load_digits", names=("digits", "bundled:digits"),
                 form="digits"),
-    ModelFormat("torchvision", "torch", f"{_PT}:load_torchvision", prefix="torchvision:", form="torchvision:NAME"),
+    ModelFormat("torchvision", "torch", f"{_PT}:load_torchvision", prefix="torchvision:", form="torchvision:NAME",
+                known=f"{_PT}:TORCHVISION_MODELS"),
     ModelFormat("Keras application", "keras", f"{_TF}:load_keras_application", prefix="keras:", form="keras:NAME",
-                family="tensorflow"),
+                known=f"{_TF}:KERAS_MODELS", family="tensorflow"),
     ModelFormat("PyTorch .pt2", "torch", f"{_PT}:load_pt2", suffixes=(".pt2",), check=f"{_CHECK}:check_pt2"),
     ModelFormat("ONNX", "onnx", "mutatenn.frameworks.onnx_file:load_onnx", suffixes=(".onnx",),
                 check=f"{_CHECK}:check_onnx"),
