@@ -93,6 +93,9 @@ class CampaignConfig:
     # is judged against instead of its stack's original (empty: the original).
     reference: str = ""
     timing: object = None  # [run] timing: mutatenn.timing.Timing (pinned threads, N calls per image), or None
+    # [model] trusted (or `mutatenn run --trust-model`): the model file skips its safety
+    # check (`mutatenn.models.safety`), so it may run code when loaded or run.
+    trusted: bool = False
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -103,6 +106,10 @@ class CampaignConfig:
         data = json.loads(json.dumps(self.raw, default=str))
         for speed_only in ("jobs", "share_builds", "build_cache"):  # same results either way
             data.get("run", {}).pop(speed_only, None)
+        model = data.get("model")
+        if isinstance(model, dict) and "trusted" in model:  # a resume without trust meets the model check instead
+            model.pop("trusted")
+            data["model"] = model["spec"] if set(model) == {"spec"} else model  # as `with_model_trusted` found it
         return json.dumps(data, sort_keys=True)
 
 
@@ -121,6 +128,18 @@ def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
     raw = copy.deepcopy(config.raw)
     raw.setdefault("run", {}).update(given)
     return dataclasses.replace(config, raw=raw, **given)
+
+
+def with_model_trusted(config: CampaignConfig) -> CampaignConfig:
+    """``config`` whose model the user trusts (``--trust-model``); the stored TOML records
+    it as ``[model] trusted = true``, so repro and localize of the run trust it too."""
+    import copy
+    import dataclasses
+
+    raw = copy.deepcopy(config.raw)
+    model = raw.get("model")
+    raw["model"] = {**(model if isinstance(model, dict) else {"spec": model}), "trusted": True}
+    return dataclasses.replace(config, raw=raw, trusted=True)
 
 
 def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
@@ -144,7 +163,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    model, pretrained, preset, via = _model(raw, base_dir)
+    model, pretrained, preset, via, trusted = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model, via, local_devices)
@@ -179,7 +198,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
-                          reference=_reference(run, base_dir), timing=_timing(run, criterion))
+                          reference=_reference(run, base_dir), timing=_timing(run, criterion), trusted=trusted)
 
 
 def _timing(run: dict, criterion):
@@ -326,7 +345,7 @@ def _model(raw: dict, base_dir: Path):
     table = raw["model"]
     if isinstance(table, str):
         table = {"spec": table}
-    table = _table(table, "model", {"spec", "pretrained", "preset", "via"})
+    table = _table(table, "model", {"spec", "pretrained", "preset", "via", "trusted"})
     spec = _string(table, "spec", "model.spec", required=True)
     pretrained = _string(table, "pretrained", "model.pretrained", default="auto")
     if pretrained not in PRETRAINED_CHOICES:
@@ -336,31 +355,30 @@ def _model(raw: dict, base_dir: Path):
         raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     via = _string(table, "via", "model.via") or ""
     _check_via(via, "model.via")
-    return _model_spec(spec, base_dir), pretrained, preset, via
+    trusted = table.get("trusted", False)
+    if not isinstance(trusted, bool):
+        raise ConfigError(f"config key 'model.trusted': expected true or false, got {trusted!r}")
+    return _model_spec(spec, base_dir), pretrained, preset, via, trusted
 
 
 def _model_spec(spec: str, base_dir: Path) -> str:
-    """The model reference checked by the loaders' own table (`loading.SOURCES`); relative
-    paths resolved against the config's folder."""
-    from .frameworks.pytorch import TORCHVISION_MODELS
-    from .frameworks.tensorflow import KERAS_MODELS
-    from .loading import source_kind
+    """The model reference checked by the model-format table (`models.formats.FORMATS`);
+    relative paths resolved against the config's folder."""
+    from .models.formats import find_format, model_format
 
-    names = {"torchvision:": TORCHVISION_MODELS, "keras:": KERAS_MODELS}
-    for prefix, known in names.items():
-        if spec.startswith(prefix):
-            if spec[len(prefix):] not in known:
-                raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
-                                  f"{', '.join(prefix + n for n in known)})")
-            return spec
-    if spec in ("digits", "bundled:digits"):
+    named = find_format(spec)
+    if named is not None and not named.is_file:  # digits, torchvision:NAME, keras:NAME
+        known = named.known_names()
+        if known is not None and spec[len(named.prefix):] not in known:
+            raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
+                              f"{', '.join(named.prefix + n for n in known)})")
         return spec
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()
     if not path.exists():
         raise ConfigError(f"config key 'model.spec': model file {str(path)!r} does not exist")
     try:
-        source_kind(str(path))
+        model_format(str(path))
     except InputError as err:
         raise ConfigError(f"config key 'model.spec': {err}") from None
     return str(path)

@@ -63,6 +63,7 @@ class Job:
     keep_passes: bool = False  # return every pass's logits (a verdict over passes needs them)
     timing_calls: int = 1  # timed calls per image (the latency is their median)
     threads: int = 0  # pin the runtime's thread pool to this many threads and cores (0: as it is)
+    trusted: bool = False  # the user trusts the model file: its safety check is skipped (`models.safety`)
 
     @property
     def is_original(self) -> bool:

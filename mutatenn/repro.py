@@ -85,6 +85,7 @@ class ReproTask:
     key: str
     files: str  # the script's data folder, or ""
     log_path: str
+    trusted: bool = False  # the campaign's config, or the command, trusts the model file
 
 
 @dataclass
@@ -241,9 +242,11 @@ def _stored(run_dir: Path, key: str, indices: list[int]) -> dict | None:
 
 
 # ---------------------------------------------------------------- reproducing
-def reproduce(case: Case, script: Path | None = None, timeout: float | None = None) -> Reproduction:
+def reproduce(case: Case, script: Path | None = None, timeout: float | None = None,
+              trusted: bool = False) -> Reproduction:
     """Rebuild and run the mutant in a worker process; ``script``: also write a standalone
-    script there (and its data folder beside it)."""
+    script there (and its data folder beside it). The model is trusted when the campaign's
+    config trusted it, or ``trusted``."""
     from .isolation import CRASHED, DONE, TIMED_OUT, run_isolated
     from .loading import source_family
     from .runners import parse_variant, runner_class
@@ -260,7 +263,8 @@ def reproduce(case: Case, script: Path | None = None, timeout: float | None = No
                      tuple(case.indices), case.stack.variant_text, case.options, case.stack.via,
                      "" if pass_mutant else case.mutant["operator"], int(case.mutant["site_index"]),
                      "" if pass_mutant else case.mutant["hash"], case.mutant_id, case.stack.name,
-                     case.verdict.get("artifact") or "", str(files or ""), str(log_path))
+                     case.verdict.get("artifact") or "", str(files or ""), str(log_path),
+                     trusted or case.config.trusted)
     limit = timeout if timeout is not None else case.config.timeout_s
     outcome = next(run_isolated(reproduce_job, [(task,)], timeout=limit, family=source_family(task.model)))
     from .campaign.job import log_tail
@@ -368,7 +372,7 @@ def _reproduce(task: ReproTask, stage: list) -> dict:
     stage[0] = "run"  # an injected exception stands for a run that raised, as in a campaign job
     faults.inject_before_build(kind, task.key)
     stage[0] = "setup"
-    program = cached_program(task.model, task.pretrained, task.preset, task.via, True)
+    program = cached_program(task.model, task.pretrained, task.preset, task.via, True, task.trusted)
     batch = input_batch(program, cached_images(task.images))[list(task.indices)]
     mod = _mutant_module(task, program)
     files = Path(task.files) if task.files else None

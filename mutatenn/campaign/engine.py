@@ -39,6 +39,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
     """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
     from ..execute import cached_images
+    from ..loading import check_model_isolated
 
     clock = time.perf_counter()
     workers = jobs or config.jobs
@@ -53,6 +54,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
 
         client = connect(scheduler)
     out_dir = Path(out_dir)
+    check_model_isolated(config.model, config.trusted)  # an untrusted file is refused before the run folder
     store = rundir.open_run_folder(out_dir, config)
     try:
         with warnings.catch_warnings():
@@ -117,7 +119,8 @@ def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
 
     # TensorFlow models are converted in a worker: this process may import torchvision later.
     asked = tuple(dict.fromkeys(config.stack_via(s) for s in config.stacks))
-    source, failed_conversions = load_source_isolated(config.model, config.pretrained, config.preset, asked)
+    source, failed_conversions = load_source_isolated(config.model, config.pretrained, config.preset, asked,
+                                                      config.trusted)
     stacks, programs, failed = [], {}, {}
     for stack in config.stacks:
         via = resolve_via(source.framework, config.stack_via(stack), who=f"stack {stack.name!r}")

@@ -70,7 +70,7 @@ def _run(job: Job, stage: list) -> JobResult:
     faults.inject_before_build(fault, job.key)
     stage[0] = SETUP
     variant = with_host_cpu(job.variant, job.host_cpu)
-    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner)
+    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner, job.trusted)
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
 

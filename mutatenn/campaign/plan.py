@@ -179,7 +179,7 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
         stack=stack.name, host_cpu=host_cpu_name() if stack.target_name == "cpu" else "",
         repeat_in=config.repeat_in, keep_passes=config.repeats > 1 and _pass_method(config) != "first",
         timing_calls=config.timing.calls if config.timing else 1,
-        threads=config.timing.threads if config.timing else 0,
+        threads=config.timing.threads if config.timing else 0, trusted=config.trusted,
     )
 
 

@@ -124,7 +124,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     builds = tables.build_table(plan, built)
     write_csv(out_dir / schema.BUILDS_CSV, builds)
     write_json(out_dir / schema.RUN_JSON, {
-        "kind": "campaign", "model": config.model, "model_name": program.name, "images": config.images,
+        "kind": "campaign", "model": config.model, "model_name": program.name, "model_trusted": config.trusted,
+        "images": config.images,
         "image_count": len(images), "stacks": [s.describe() for s in config.stacks],
         "started": store.get_meta("started"), "finished": store.get_meta("finished") or now(),
         "duration_s": store.get_meta("duration_s"), "mutatenn_version": __version__, "config": config.raw,

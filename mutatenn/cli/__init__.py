@@ -11,12 +11,28 @@ from ..errors import MutateNNError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="digits, torchvision:NAME, keras:NAME, a .onnx, .pt2, .keras, "
-                   ".h5 or .tflite file, or a SavedModel folder")
+    from ..models.formats import model_forms
+
+    p.add_argument("--model", required=True, help=model_forms())
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"],
                    help="torchvision/Keras weights: from the local cache if there (auto), demanded (require), "
                    "or seeded (never)")
     p.add_argument("--preset", default=None, help="preprocessing preset: imagenet, inception, caffe, raw, tf, pixels")
+    add_trust_arg(p)
+
+
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    """``--trust-model``: the one switch that lets a model file skip its safety check."""
+    p.add_argument("--trust-model", action="store_true",
+                   help="load the model file even if it can run code or reach outside its folder when loaded or run "
+                   "(pickled weights, Lambda layers, file/network/Python ops, custom ops, external data elsewhere): "
+                   "only for files you trust")
+
+
+def _model_help() -> str:
+    from ..models.formats import model_forms
+
+    return model_forms()
 
 
 def _variant_forms() -> list[str]:
@@ -77,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse builds stored in DIR by earlier runs, and store new ones there (run.build_cache)")
     p.add_argument("--no-share-builds", action="store_true",
                    help="build every mutant in full instead of linking the original's kernels (run.share_builds)")
+    add_trust_arg(p)
 
     p = sub.add_parser("report", help="(re)render report.html of a run folder")
     p.add_argument("run_dir", type=Path, help="a campaign or comparison run folder")
@@ -86,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
 
     p = sub.add_parser("mutants", help="list the mutants of a model, or the operator catalogue")
-    p.add_argument("--model", help="digits, torchvision:NAME, keras:NAME, or a model file/folder (as for compare)")
+    p.add_argument("--model", help=_model_help())
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"])
+    add_trust_arg(p)
     p.add_argument("--via", default="", help="the import path of the program to mutate (default: the framework's)")
     p.add_argument("--operators", default=None, help="comma-separated operator names")
     p.add_argument("--level", default=None, help="graph, tir, pass or weight (comma-separated for several)")
@@ -116,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-images", action="store_true", help="run every image, not only those that killed it")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="give up on the worker after SECONDS (default: the campaign's run.timeout)")
+    add_trust_arg(p)
 
     p = sub.add_parser("targets", help="list the named deployment targets")
 

@@ -17,7 +17,7 @@ def default_run_dir(prefix: str) -> Path:
 
 def cmd_run(args) -> int:
     from ..campaign import run_campaign
-    from ..config import load_config, with_run_overrides
+    from ..config import load_config, with_model_trusted, with_run_overrides
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError("--jobs must be at least 1")
@@ -27,6 +27,8 @@ def cmd_run(args) -> int:
     config = load_config(args.config, local_devices=not args.scheduler)
     config = with_run_overrides(config, fast_kill=True if args.fast_kill else None, build_cache=args.build_cache,
                                 share_builds=False if args.no_share_builds else None)
+    if args.trust_model:
+        config = with_model_trusted(config)
     out = args.out or default_run_dir("campaign")
     result = run_campaign(config, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
                           render=not args.no_report)

@@ -18,18 +18,17 @@ from importlib import import_module
 from typing import Any
 
 from ..errors import InputError, ModelError, first_line
+from ..models.formats import default_via, framework_name
 from ..program import InputSpec
 
 FORMS = ("exported", "onnx", "tflite")
-FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras", "savedmodel": "TensorFlow SavedModel", "onnx": "ONNX",
-                   "tflite": "TFLite"}
 
 
 @dataclass
 class Source:
     """A model as its framework holds it, before any conversion.
 
-    ``framework`` is ``torch``, ``keras``, ``savedmodel``, ``onnx`` or ``tflite``; ``native``
+    ``framework`` is a key of `mutatenn.models.formats.FRAMEWORKS`; ``native``
     is the framework's object (an ``nn.Module``, a ``keras.Model``, a SavedModel's serving
     function, an ``onnx.ModelProto``, the ``.tflite`` bytes); ``input`` is the framework's
     own input (NCHW for PyTorch and ONNX files, NHWC for TensorFlow models).
@@ -49,7 +48,7 @@ class Source:
 
     @property
     def framework_name(self) -> str:
-        return FRAMEWORK_NAMES.get(self.framework, self.framework)
+        return framework_name(self.framework)
 
 
 @dataclass
@@ -88,9 +87,6 @@ PATHS: dict[str, ImportPath] = {p.name: p for p in (
     ImportPath("tf2onnx", ("keras", "savedmodel", "tflite"), "onnx", "mutatenn.frameworks.tensorflow:to_onnx",
                "tf2onnx (opset 17), then TVM's ONNX frontend"),
 )}
-# The path a framework takes when none is named (the most direct one).
-DEFAULT_VIA = {"torch": "torch.export", "onnx": "onnx", "keras": "tflite", "savedmodel": "tflite",
-               "tflite": "tflite"}
 
 
 def check_via_name(via: str, where: str) -> None:
@@ -102,17 +98,17 @@ def check_via_name(via: str, where: str) -> None:
 def resolve_via(source_framework: str, via: str, forms: tuple[str, ...] = FORMS, who: str = "tvm") -> str:
     """The path a runner takes for a source: ``via`` checked against the framework and the
     forms the runner runs, or the default for the framework when ``via`` is empty."""
-    name = FRAMEWORK_NAMES.get(source_framework, source_framework)
+    name = framework_name(source_framework)
     if via:
         check_via_name(via, f"variant {who!r}")
         path = PATHS[via]
         if source_framework not in path.accepts:
-            accepted = ", ".join(FRAMEWORK_NAMES[f] for f in path.accepts)
+            accepted = ", ".join(framework_name(f) for f in path.accepts)
             raise InputError(f"{who}: import path {via!r} takes a {accepted} model, not a {name} model")
         if path.form not in forms:
             raise InputError(f"{who}: import path {via!r} gives a {path.form} model; {who} runs {'/'.join(forms)}")
         return via
-    default = DEFAULT_VIA.get(source_framework, "")
+    default = default_via(source_framework)  # `mutatenn.models.formats.FRAMEWORKS`
     if default and PATHS[default].form in forms:
         return default
     for path in PATHS.values():

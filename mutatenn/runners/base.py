@@ -129,14 +129,15 @@ class Runner:
     def resolve_via(cls, variant: Variant, framework: str) -> str:
         """The import path this runner takes for a model of ``framework`` ("" when it runs
         the source model itself); one clear InputError when it cannot run that model."""
-        from ..frameworks import FRAMEWORK_NAMES, resolve_via
+        from ..frameworks import resolve_via
+        from ..models.formats import framework_name
 
         if cls.forms:
             return resolve_via(framework, variant.via, cls.forms, variant.text)
         if cls.frameworks and framework not in cls.frameworks:
-            wanted = " or ".join(FRAMEWORK_NAMES[f] for f in cls.frameworks)
+            wanted = " or ".join(framework_name(f) for f in cls.frameworks)
             raise InputError(f"variant {variant.text!r} needs a {wanted} model; this is a "
-                             f"{FRAMEWORK_NAMES.get(framework, framework)} model")
+                             f"{framework_name(framework)} model")
         return ""
 
     @classmethod

@@ -16,7 +16,7 @@ from ..errors import ConfigError, ModelError, first_line
 from ..schedules import SCHEDULED_ATTR, with_functions
 
 __all__ = ["Records", "TuneStats", "apply_database_pass", "cache_root", "database_dir", "has_database",
-           "open_records", "require_database", "MODEL_FILE_SUFFIXES"]
+           "open_records", "require_database"]
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -24,7 +24,6 @@ INFO_FILE = "tuning.json"
 # How workloads are matched: TVM's structural hash and equality of the whole PrimFunc
 # (MetaSchedule's default). Tuning and lookup must use the same.
 MODULE_EQUALITY = "structural"
-MODEL_FILE_SUFFIXES = (".onnx", ".pt2", ".keras", ".h5", ".tflite")
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
 _MISSING_RUN = 1e9  # MetaSchedule records a failed build or run as 1e10 seconds
@@ -51,11 +50,12 @@ def model_key(model_spec: str) -> str:
     edited file never reuses the records of its earlier version (and a copy elsewhere
     shares them); a name (``digits``, ``torchvision:resnet18``) by the name. Weights and
     preprocessing are not part of it: they do not change the PrimFuncs."""
+    from ..models.formats import find_format
+
     spec = "digits" if model_spec == "bundled:digits" else model_spec
-    path = Path(spec)
-    if path.is_dir() and (path / "saved_model.pb").is_file():  # a SavedModel: keyed by its graph file
-        path = path / "saved_model.pb"
-    if path.suffix.lower() in MODEL_FILE_SUFFIXES or path.name == "saved_model.pb":
+    fmt = find_format(spec)
+    path = fmt.model_file(spec) if fmt is not None else None  # a folder form: keyed by its marker file
+    if path is not None:
         try:
             digest = hashlib.blake2b(path.read_bytes(), digest_size=6).hexdigest()
         except OSError as err:
@@ -90,10 +90,10 @@ def database_dir(model_spec: str, target, via: str = "") -> Path:
 
 def _via_part(model_spec: str, via: str) -> str:
     """"" for the framework's default path (records made before paths existed stay valid)."""
-    from ..frameworks import DEFAULT_VIA
     from ..loading import source_framework
+    from ..models.formats import default_via
 
-    if not via or via == DEFAULT_VIA.get(source_framework(model_spec), ""):
+    if not via or via == default_via(source_framework(model_spec)):
         return ""
     return f"-via-{_slug(via)}"
 
