@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError, first_line
 from .images import ImageSet, load_image_set, preprocess
-from .loading import load_source, program_from_source
+from .loading import cached_program, cached_source  # noqa: F401 - the caches live with loading
 from .program import Program
 from .runners import RunOutput, Variant, make_runner, parse_variant, program_for, variant_program
 
@@ -36,25 +36,6 @@ def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_re
     runner = make_runner(variant, program_for(variant, program, runner_ref), mod=mod, ref=runner_ref)
     build_s = runner.prepare()
     return VariantResult(variant.text, runner.run(batch), build_s)
-
-
-@functools.lru_cache(maxsize=4)
-def cached_source(spec: str, pretrained: str, preset: str | None, trusted: bool = False):
-    """Worker processes load each model once, whatever paths its jobs take (an untrusted
-    file passes its safety check first, as in the coordinator)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_source(spec, pretrained, preset, trusted)
-
-
-@functools.lru_cache(maxsize=8)
-def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True,
-                   trusted: bool = False) -> Program:
-    """Worker processes convert and import each (model, import path) once and reuse it for
-    every job; ``relax=False``: converted only (native runners)."""
-    return program_from_source(cached_source(spec, pretrained, preset, trusted), via, relax)
 
 
 @functools.lru_cache(maxsize=4)
