@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
 
 
 def main() -> int:
@@ -57,11 +61,7 @@ def main() -> int:
         err = np.linalg.norm(out.logits - reference) / np.linalg.norm(reference)
         lines.append(f"{name:16s} {build_s:14.2f} {np.median(lat):14.2f} {np.percentile(lat, 10):8.2f} "
                      f"{np.percentile(lat, 90):8.2f} {err:16.2e}")
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

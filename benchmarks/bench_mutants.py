@@ -16,6 +16,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -62,11 +65,7 @@ def main() -> int:
     lines += [f"- {m}: {timings[m][0]:.1f} s for {timings[m][1]} mutants" for m in models]
     lines += ["", f"`mutatenn mutants --model torchvision:mobilenet_v2 --json` in a fresh process "
               f"(import + enumeration): {cli_s:.1f} s, exit {proc.returncode}"]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

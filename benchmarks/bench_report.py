@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT))
 from reports import load_run_folder, render_campaign_report  # noqa: E402
 from reports.sample import STACKS, write_sample_campaign  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,14 +60,7 @@ def main(argv=None) -> int:
         f"machine: {platform.python_implementation()} {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs",
     ]
-    text = "\n".join(lines) + "\n"
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_suffix(".tmp")
-    tmp_path.write_text(text)
-    tmp_path.replace(out_path)
-    print(text, end="")
-    return 0
+    return write_result(Path(args.out), lines)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
                                                    [--images 10] [--warmup 2] [--threads N]
 
 For each model (seeded weights: ``load_program(model, "never", None)``) it builds the same
-Relax pipeline as `mutatenn.build.relax_pipeline` at opt level 2 twice for the host CPU
+build as `mutatenn.build.build_artifact` at opt level 2 twice for the host CPU
 (``{"kind": "llvm", "mcpu": <llvm_get_system_cpu()>}``): untuned, and with
 `schedules.default_schedule_pass` inserted after FuseTIR. It times the builds, runs
 --warmup images and then --images seeded random images one at a time through each build,
@@ -26,44 +26,23 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "schedules.txt"
 
 
-def _pipeline(target: dict, schedule: bool, stats):
-    import tvm
-    from tvm import relax
-
-    from mutatenn import schedules
-
-    passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
-              relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-              relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
-    if schedule:
-        passes.append(schedules.default_schedule_pass(target, stats=stats))
-    passes += [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
-               relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
-               relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-               relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
-               relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
-               relax.transform.AttachGlobalSymbol()]
-    tvm_target = tvm.target.Target(target)
-
-    @tvm.transform.module_pass(opt_level=0, name="BenchPipeline")
-    def _run(mod, _ctx):
-        with tvm_target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _run
-
-
 def _build(mod, target: dict, schedule: bool, stats):
-    import tvm
+    """The product's own build (`mutatenn.build.build_artifact`) with the default schedule
+    or none; ``stats`` receives what the schedule pass did."""
+    from mutatenn.build import BuildOptions, BuildStats, Target, build_artifact
 
+    record = BuildStats()
+    options = BuildOptions(schedule="default" if schedule else "none")
     start = time.perf_counter()
-    with tvm.transform.PassContext(opt_level=3):
-        executable = tvm.compile(mod, target=tvm.target.Target(target),
-                                 relax_pipeline=_pipeline(target, schedule, stats))
+    executable = build_artifact(mod, Target("host", target, "cpu"), options, stats=record)
+    stats.merge(record.kernels)
     return executable, time.perf_counter() - start
 
 
@@ -160,14 +139,7 @@ def main(argv=None) -> int:
     body = []
     for model in args.models.split(","):
         body += measure(model.strip(), args.images, args.warmup, target) + [""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(header + body)
-    if args.append and out.exists():
-        text = out.read_text().rstrip("\n") + "\n\n" + "=" * 100 + "\n" + text
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
+    return write_result(Path(args.out), header + body, append=args.append)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_result  # noqa: E402
+
 
 def _digest(logits) -> str:
     import numpy as np
@@ -138,11 +141,7 @@ def main() -> int:
         lines += ["", "Builds refused by the compiler:", ""]
         lines += [f"- {text} ({len(ids)}: {', '.join(ids[:4])}{' …' if len(ids) > 4 else ''})"
                   for text, ids in errors.items()]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_result(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def default_run_dir(prefix: str) -> Path:
 def load_run(path) -> Run:
     """A campaign or comparison run folder read into a `Run` (InputError, one line, when it is not one)."""
     from reports.rundata import RunFolderError, load_run_folder
-    from reports.schema import KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
+    from runfolder.schema import KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
 
     from .errors import InputError
 
@@ -105,9 +105,10 @@ def load_run(path) -> Run:
 def campaign_config(config, **run_overrides):
     """A `CampaignConfig` from a TOML path, a dict of the TOML (relative paths are the
     working folder's) or a `CampaignConfig`; ``run_overrides``: [run] keys (None: the config's)."""
-    from .config import CampaignConfig, load_config, parse_config, with_run_overrides
+    from .config import CampaignConfig, load_config, parse_config, with_model_trusted, with_run_overrides
 
     scheduler = run_overrides.pop("scheduler", None)
+    trusted = run_overrides.pop("trusted", False)
     if isinstance(config, CampaignConfig):
         parsed = config
     elif isinstance(config, dict):
@@ -115,15 +116,17 @@ def campaign_config(config, **run_overrides):
                               local_devices=not scheduler)
     else:
         parsed = load_config(Path(config), local_devices=not scheduler)
-    return with_run_overrides(parsed, **run_overrides)
+    parsed = with_run_overrides(parsed, **run_overrides)
+    return with_model_trusted(parsed) if trusted else parsed
 
 
 def run_campaign(config, out=None, *, jobs: int | None = None, scheduler: str | None = None, quiet: bool = True,
                  report: bool = True, reuse=None, reuse_or_fresh: bool | None = None, fast_kill: bool | None = None,
-                 build_cache=None, share_builds: bool | None = None) -> Run:
+                 build_cache=None, share_builds: bool | None = None, trusted: bool = False) -> Run:
     """Run a mutation campaign (a TOML path, a dict of its tables, or a parsed config) into
     ``out`` (default runs/campaign-TIMESTAMP; an interrupted run resumes there) and return it.
-    The keyword arguments are `mutatenn run`'s options; None keeps the config's value.
+    The keyword arguments are `mutatenn run`'s options (``trusted``: --trust-model); None
+    keeps the config's value.
 
         run = run_campaign({"model": {"spec": "digits"}, "images": {"spec": "digits:20"},
                             "mutants": {"operators": {"remove_activation": "all"}},
@@ -133,7 +136,7 @@ def run_campaign(config, out=None, *, jobs: int | None = None, scheduler: str | 
     from .errors import InputError
 
     parsed = campaign_config(config, scheduler=scheduler, fast_kill=fast_kill, build_cache=build_cache,
-                             share_builds=share_builds, reuse=reuse, reuse_or_fresh=reuse_or_fresh)
+                             share_builds=share_builds, reuse=reuse, reuse_or_fresh=reuse_or_fresh, trusted=trusted)
     if parsed.reuse_or_fresh and not parsed.reuse:
         raise InputError("--reuse-or-fresh goes with --reuse OLD_RUN (or the config's run.reuse)")
     result = engine.run_campaign(parsed, Path(out) if out is not None else default_run_dir("campaign"), jobs=jobs,
@@ -146,11 +149,13 @@ def run_campaign(config, out=None, *, jobs: int | None = None, scheduler: str | 
 
 
 def compare(model, images: str, variants, baseline: str, out=None, *, pretrained: str = "auto",
-            preset: str | None = None, jobs: int = 1, report: bool = True, save_outputs=None) -> Run:
+            preset: str | None = None, jobs: int = 1, report: bool = True, save_outputs=None,
+            trusted: bool = False) -> Run:
     """Deploy ``model`` as each of ``variants`` (a list, or the comma-separated text of
     `mutatenn compare --variants`) and compare each with ``baseline`` over ``images``; the
     run folder goes to ``out`` (default runs/compare-TIMESTAMP). Failed variants are in
-    ``run.errors`` (and rows with an error in ``run.comparison``), not raised.
+    ``run.errors`` (and rows with an error in ``run.comparison``), not raised; ``trusted``:
+    --trust-model.
 
         cmp = compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="torch")
     """
@@ -162,7 +167,7 @@ def compare(model, images: str, variants, baseline: str, out=None, *, pretrained
     text = variants if isinstance(variants, str) else ",".join(variants)
     result = compare_variants(model, images, text, baseline, Path(out) if out is not None else default_run_dir("compare"),
                               pretrained=pretrained, preset=preset, jobs=jobs, render=report,
-                              save_outputs=None if save_outputs is None else Path(save_outputs))
+                              save_outputs=None if save_outputs is None else Path(save_outputs), trusted=trusted)
     run = load_run(result.out_dir)
     run.comparison, run.pairwise = result.table, result.pairwise
     run.errors, run.user_errors, run.notes = dict(result.errors), dict(result.user_errors), list(result.notes)

@@ -1,6 +1,7 @@
 """Differential testing: one program deployed as several variants, each compared with a baseline."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from . import __version__, golden
 from .errors import InputError
@@ -67,7 +68,7 @@ def compare_pair(ref: VariantResult, other: VariantResult) -> dict:
 
 
 def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet, variants: list[Variant],
-                 pretrained: str, jobs: int) -> dict[str, VariantResult]:
+                 pretrained: str, jobs: int, trusted: bool = False) -> dict[str, VariantResult]:
     """Each variant in a worker process (a crash is that variant's error), TensorFlow models
     apart from the others (`isolation.run_isolated`'s families); Python-API models in-process."""
     results: dict[str, VariantResult] = {}
@@ -81,8 +82,8 @@ def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet,
             by_family.setdefault(source_family(source.spec), []).append(v)
     for family, group in by_family.items():
         # Each job carries its runner's class reference: runners registered here reach the workers.
-        args = [(sources[v.text].spec, pretrained, sources[v.text].preset, images_spec, v.text, runner_ref(v.kind))
-                for v in group]
+        args = [(sources[v.text].spec, pretrained, sources[v.text].preset, images_spec, v.text, runner_ref(v.kind),
+                 trusted) for v in group]
         for outcome in run_isolated(run_variant_job, args, jobs=jobs, family=family):
             text = group[outcome.index].text
             if outcome.status == DONE:
@@ -92,7 +93,8 @@ def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet,
     return results
 
 
-def variant_sources(source: Source, variants: list[Variant], pretrained: str) -> dict[str, Source]:
+def variant_sources(source: Source, variants: list[Variant], pretrained: str,
+                    trusted: bool = False) -> dict[str, Source]:
     """Variant -> the model it runs: the compared one, or its own ``model=`` file (another
     release of the same model), preprocessed as the compared one is."""
     out, loaded = {}, {}
@@ -102,7 +104,7 @@ def variant_sources(source: Source, variants: list[Variant], pretrained: str) ->
             continue
         spec = v.model if ":" in v.model and not Path(v.model).exists() else str(Path(v.model).expanduser().resolve())
         if spec not in loaded:
-            loaded[spec] = load_source_isolated(spec, pretrained, source.preset)[0]
+            loaded[spec] = load_source_isolated(spec, pretrained, source.preset, trusted=trusted)[0]
         out[v.text] = loaded[spec]
     return out
 
@@ -110,7 +112,7 @@ def variant_sources(source: Source, variants: list[Variant], pretrained: str) ->
 def _check_tuning_records(source: Source, variants) -> None:
     """A tuned variant needs `mutatenn tune`'s records: refuse before any build starts."""
     for variant in variants:
-        if variant.options is not None and variant.options.schedule == "tuned":
+        if variant.options.schedule == "tuned":
             from .tuning import require_database
 
             require_database(source.spec, variant.target, variant.via)
@@ -154,9 +156,10 @@ def align_label_spaces(results: dict[str, VariantResult], baseline: str) -> list
 
 def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
             pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True,
-            save_outputs: Path | None = None) -> Comparison:
+            save_outputs: Path | None = None, trusted: bool = False) -> Comparison:
     """``baseline_text`` ``saved:DIR[:VARIANT]``: saved outputs (`golden`) are the baseline;
-    ``save_outputs``: a new or empty folder that receives every variant's outputs."""
+    ``save_outputs``: a new or empty folder that receives every variant's outputs;
+    ``trusted``: model files skip their safety check (`mutatenn.models.safety`)."""
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
     saved = golden.parse_saved_baseline(baseline_text) if golden.is_saved(baseline_text) else None
@@ -169,17 +172,18 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     for v in to_run:
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
-    source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)[0]
+    source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset,
+                                                                                     trusted=trusted)[0]
     saved_notes = saved.check(source, pretrained, images_spec, images) if saved else []
     saved_result = saved.result() if saved else None  # read now: an unreadable file stops before any build
-    sources = variant_sources(source, to_run, pretrained)
+    sources = variant_sources(source, to_run, pretrained, trusted)
     paths = variant_paths(sources, to_run)
     if saved:
         paths = {baseline.text: saved.path_text, **paths}
     _check_tuning_records(source, to_run)
     save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
-    results = run_variants(sources, images_spec, images, to_run, pretrained, jobs)
+    results = run_variants(sources, images_spec, images, to_run, pretrained, jobs, trusted)
     if saved:
         results = {baseline.text: saved_result, **results}
     if save_dir is not None:  # before label-space alignment: a replay aligns again
@@ -198,7 +202,8 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     per_image = _per_image_table(results, ok, baseline.text, images, source.labels)
     finished = dt.datetime.now(dt.timezone.utc)
     meta = {
-        "kind": "comparison", "model": source.spec, "model_name": source.name, "images": images_spec,
+        "kind": "comparison", "model": source.spec, "model_name": source.name, "model_trusted": trusted,
+        "images": images_spec,
         "image_count": len(images), "baseline": baseline.text, "variants": [v.text for v in variants],
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
@@ -251,11 +256,11 @@ def latency_flags(variants, results) -> dict[str, str]:
     groups: dict[tuple, list] = {}
     for v in variants:
         r = results[v.text]
-        if v.options is None or r.error:
+        if v.target is None or r.error:
             continue
-        o = v.options
-        key = (v.kind, v.via, v.target.name, o.disabled_pass, o.required_pass, o.fast_math, o.schedule)
-        groups.setdefault(key, []).append((v.text, o.opt_level, r.output.latencies))
+        # Every build option but the level (the schema's, all of them) is the same in a group.
+        key = (v.kind, v.via, v.target.name, dataclasses.replace(v.options, opt_level=0))
+        groups.setdefault(key, []).append((v.text, v.options.opt_level, r.output.latencies))
     flags = {}
     for entries in groups.values():
         flags.update(slower_at_higher_level(entries))
@@ -309,10 +314,11 @@ def _per_image_table(results, names: list[str], baseline: str, images: ImageSet,
 
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as a person reads it in a terminal."""
-    view = table[["variant", "path", "top1_agreement", "topk_overlap", "rel_l2", "max_abs_error",
-                  "latency_ms_median", "latency_ratio", "latency_flag", "accuracy", "error"]].copy()
+    shown = [m.name for m in operators.CATALOGUE.values() if m.in_tables]  # every metric marked for tables
+    view = table[["variant", "path", *shown, "latency_ms_median", "latency_ratio", "latency_flag", "accuracy",
+                  "error"]].copy()
     view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
-                                "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
+                                "kendall_tau": "tau", "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
     for text_column in ("error", "latency_flag"):
         if not view[text_column].astype(bool).any():
             view = view.drop(columns=[text_column])

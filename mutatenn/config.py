@@ -12,16 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build import (
-    DEFAULT_SCHEDULE,
-    OPTIONAL_PASSES,
-    SCHEDULES,
-    SWITCHABLE_PASSES,
-    BuildOptions,
-    Target,
-    check_runnable,
-    parse_target,
-)
+from .build import BuildOptions, Target, check_runnable, parse_target
 from .errors import ConfigError, InputError, TargetError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
@@ -49,18 +40,24 @@ class StackSpec:
         return parse_target(self.target_name)
 
     @property
+    def variant(self):
+        """The stack as a `runners.Variant` with every option it has (what a job carries)."""
+        import dataclasses
+
+        from .runners import Variant
+
+        variant = Variant("", self.runner, self.target, self.options, via=self.via)
+        return dataclasses.replace(variant, text=variant.canonical)
+
+    @property
     def variant_text(self) -> str:
-        """The stack as a variant (`tvm:cpu:O2`, `tvm:cpu:O2(via=tflite)`); the job carries its
-        full build options beside it. ``via`` here is resolved (the engine sets it)."""
-        suffix = f"(via={self.via})" if self.via else ""
-        return f"{self.runner}:{self.target_name}:O{self.options.opt_level}{suffix}"
+        """The stack written as a variant, in full (`tvm:cpu:O2(bounds_check=true)`): the
+        same options through `mutatenn compare` or `localize` build the same code."""
+        return self.variant.text
 
     def describe(self) -> dict:
-        return {"name": self.name, "target": self.target_name, "opt_level": self.options.opt_level,
-                "disabled_pass": list(self.options.disabled_pass), "fast_math": self.options.fast_math,
-                "schedule": self.options.schedule, "build": self.options.label(),
-                "required_pass": list(self.options.required_pass), "tir_options": dict(self.options.tir_options),
-                "via": self.via, "bounds_check": self.options.bounds_check}
+        return {"name": self.name, "target": self.target_name, **self.options.describe(),
+                "build": self.options.label(), "via": self.via}
 
 
 @dataclass
@@ -101,6 +98,9 @@ class CampaignConfig:
     # (`campaign.reuse`); reuse_or_fresh: when none can be, run fresh instead of exit 2.
     reuse: str = ""
     reuse_or_fresh: bool = False
+    # [model] trusted (or `mutatenn run --trust-model`): the model file skips its safety
+    # check (`mutatenn.models.safety`), so it may run code when loaded or run.
+    trusted: bool = False
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -112,6 +112,10 @@ class CampaignConfig:
         for speed_only in ("jobs", "share_builds", "build_cache", "reuse", "reuse_or_fresh", "exports"):
             # same results either way
             data.get("run", {}).pop(speed_only, None)
+        model = data.get("model")
+        if isinstance(model, dict) and "trusted" in model:  # a resume without trust meets the model check instead
+            model.pop("trusted")
+            data["model"] = model["spec"] if set(model) == {"spec"} else model  # as `with_model_trusted` found it
         return json.dumps(data, sort_keys=True)
 
 
@@ -132,6 +136,18 @@ def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
     raw = copy.deepcopy(config.raw)
     raw.setdefault("run", {}).update(given)
     return dataclasses.replace(config, raw=raw, **given)
+
+
+def with_model_trusted(config: CampaignConfig) -> CampaignConfig:
+    """``config`` whose model the user trusts (``--trust-model``); the stored TOML records
+    it as ``[model] trusted = true``, so repro and localize of the run trust it too."""
+    import copy
+    import dataclasses
+
+    raw = copy.deepcopy(config.raw)
+    model = raw.get("model")
+    raw["model"] = {**(model if isinstance(model, dict) else {"spec": model}), "trusted": True}
+    return dataclasses.replace(config, raw=raw, trusted=True)
 
 
 def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
@@ -155,12 +171,14 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    model, pretrained, preset, via = _model(raw, base_dir)
+    model, pretrained, preset, via, trusted = _model(raw, base_dir)
     images = _images(raw, base_dir)
     levels, operators = _mutants(raw.get("mutants", {}))
     stacks = _stacks(raw.get("stacks"), model, via, local_devices)
     criterion = _criterion(raw.get("kill", {}))
-    if "accuracy_drop" in criterion.metrics:
+    from operators.criteria import needs_labels
+
+    if needs_labels(criterion):
         from .images import load_image_set
 
         if not load_image_set(images).has_labels:
@@ -190,7 +208,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
                           reference=_reference(run, base_dir), timing=_timing(run, criterion),
                           exports=_exports(run), reuse=_reuse(run, base_dir),
-                          reuse_or_fresh=_flag(run, "reuse_or_fresh", False))
+                          reuse_or_fresh=_flag(run, "reuse_or_fresh", False), trusted=trusted)
 
 
 def _exports(run: dict) -> tuple:
@@ -259,13 +277,13 @@ def _pass_settings(run: dict, repeats: int, fast_kill: bool):
     """``[run] verdict`` (a method of `campaign.repeats.PASS_VERDICTS`) with its test
     settings; each method needs a least number of passes, and only the first-pass verdict
     goes with fast kill (a pass stopped early says nothing about the passes after it)."""
-    from .campaign.repeats import DEFAULT_EFFECT_SIZE, DEFAULT_SIGNIFICANCE, MIN_PASSES, PASS_VERDICTS, PassSettings
+    from .campaign.repeats import DEFAULT_EFFECT_SIZE, DEFAULT_SIGNIFICANCE, PASS_VERDICTS, PassSettings
 
     method = _string(run, "verdict", "run.verdict", default="first")
     if method not in PASS_VERDICTS:
         raise ConfigError(f"config key 'run.verdict': must be one of {', '.join(PASS_VERDICTS)}, not {method!r}")
-    if repeats < MIN_PASSES[method]:
-        raise ConfigError(f"config key 'run.verdict': {method!r} needs run.repeats >= {MIN_PASSES[method]}, "
+    if repeats < PASS_VERDICTS[method].min_passes:
+        raise ConfigError(f"config key 'run.verdict': {method!r} needs run.repeats >= {PASS_VERDICTS[method].min_passes}, "
                           f"got repeats = {repeats}")
     if method != "first" and fast_kill:
         raise ConfigError(f"config key 'run.verdict': {method!r} judges every pass in full; it does not go with "
@@ -357,7 +375,7 @@ def _model(raw: dict, base_dir: Path):
     table = raw["model"]
     if isinstance(table, str):
         table = {"spec": table}
-    table = _table(table, "model", {"spec", "pretrained", "preset", "via"})
+    table = _table(table, "model", {"spec", "pretrained", "preset", "via", "trusted"})
     spec = _string(table, "spec", "model.spec", required=True)
     pretrained = _string(table, "pretrained", "model.pretrained", default="auto")
     if pretrained not in PRETRAINED_CHOICES:
@@ -367,31 +385,30 @@ def _model(raw: dict, base_dir: Path):
         raise ConfigError(f"config key 'model.preset': unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     via = _string(table, "via", "model.via") or ""
     _check_via(via, "model.via")
-    return _model_spec(spec, base_dir), pretrained, preset, via
+    trusted = table.get("trusted", False)
+    if not isinstance(trusted, bool):
+        raise ConfigError(f"config key 'model.trusted': expected true or false, got {trusted!r}")
+    return _model_spec(spec, base_dir), pretrained, preset, via, trusted
 
 
 def _model_spec(spec: str, base_dir: Path) -> str:
-    """The model reference checked by the loaders' own table (`loading.SOURCES`); relative
-    paths resolved against the config's folder."""
-    from .frameworks.pytorch import TORCHVISION_MODELS
-    from .frameworks.tensorflow import KERAS_MODELS
-    from .loading import source_kind
+    """The model reference checked by the model-format table (`models.formats.FORMATS`);
+    relative paths resolved against the config's folder."""
+    from .models.formats import find_format, model_format
 
-    names = {"torchvision:": TORCHVISION_MODELS, "keras:": KERAS_MODELS}
-    for prefix, known in names.items():
-        if spec.startswith(prefix):
-            if spec[len(prefix):] not in known:
-                raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
-                                  f"{', '.join(prefix + n for n in known)})")
-            return spec
-    if spec in ("digits", "bundled:digits"):
+    named = find_format(spec)
+    if named is not None and not named.is_file:  # digits, torchvision:NAME, keras:NAME
+        known = named.known_names()
+        if known is not None and spec[len(named.prefix):] not in known:
+            raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
+                              f"{', '.join(named.prefix + n for n in known)})")
         return spec
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()
     if not path.exists():
         raise ConfigError(f"config key 'model.spec': model file {str(path)!r} does not exist")
     try:
-        source_kind(str(path))
+        model_format(str(path))
     except InputError as err:
         raise ConfigError(f"config key 'model.spec': {err}") from None
     return str(path)
@@ -528,6 +545,9 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
+STACK_IDENTITY_KEYS = ("name", "target")
+
+
 def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
@@ -535,40 +555,38 @@ def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) 
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
     out, names = [], set()
     for i, table in enumerate(value):
-        key = f"stacks[{i}]"
-        table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
-                                    "fast_math", "schedule", "tir_options", "via", "bounds_check"})
-        target = _string(table, "target", f"{key}.target", required=True)
-        try:
-            parse_target(target)
-        except InputError as err:
-            raise ConfigError(f"config key '{key}.target': {err}") from None
-        level = _number(table, "opt_level", 2, f"{key}.opt_level", integer=True)
-        if level not in (0, 1, 2, 3):
-            raise ConfigError(f"config key '{key}.opt_level': must be 0..3, got {level!r}")
-        disabled = table.get("disabled_passes", [])
-        if not isinstance(disabled, list) or any(p not in OPTIONAL_PASSES for p in disabled):
-            raise ConfigError(f"config key '{key}.disabled_passes': expected a list of {', '.join(OPTIONAL_PASSES)}")
-        fast_math = table.get("fast_math")
-        if fast_math is not None and not isinstance(fast_math, bool):
-            raise ConfigError(f"config key '{key}.fast_math': expected true or false")
-        via = _string(table, "via", f"{key}.via") or ""
-        _check_via(via, f"{key}.via")
-        schedule = _string(table, "schedule", f"{key}.schedule", default=DEFAULT_SCHEDULE)
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"config key '{key}.schedule': must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-        options = BuildOptions(opt_level=level, disabled_pass=tuple(disabled), fast_math=fast_math,
-                               schedule=schedule, tuning_db=_tuning_db(schedule, model, target, key, via or model_via),
-                               required_pass=_required_passes(table, key), tir_options=_tir_options(table, key),
-                               bounds_check=_bounds_check(table, key, target))
-        name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
-        if name in names:
-            raise ConfigError(f"config key '{key}.name': stack name {name!r} is used twice")
-        names.add(name)
-        if local_devices:
-            _check_runs_here(target, f"{key}.target")
-        out.append(StackSpec(name, target, options, via=via))
+        stack = stack_from_table(table, f"stacks[{i}]", model, model_via, local_devices)
+        if stack.name in names:
+            raise ConfigError(f"config key 'stacks[{i}].name': stack name {stack.name!r} is used twice")
+        names.add(stack.name)
+        out.append(stack)
     return out
+
+
+def stack_from_table(table, key: str, model: str, model_via: str = "", local_devices: bool = True) -> StackSpec:
+    """One ``[[stacks]]`` table: its name and target, and the build options of the schema
+    (`mutatenn.build.options.OPTIONS`, the same keys a variant takes), each checked there."""
+    from .build.options import OptionError, options_from_table, stack_keys
+
+    table = _table(table, key, set(STACK_IDENTITY_KEYS) | set(stack_keys()))
+    target = _string(table, "target", f"{key}.target", required=True)
+    try:
+        parsed_target = parse_target(target)
+        fields, program = options_from_table(table, key)
+        options = BuildOptions(**fields)
+        options.check_target(parsed_target)
+    except OptionError as err:
+        where = err.subkey if err.subkey.startswith(key) else f"{key}.{err.subkey}" if err.subkey else key
+        raise ConfigError(f"config key '{where}': {err}") from None
+    except InputError as err:
+        raise ConfigError(f"config key '{key}.target': {err}") from None
+    via = program.get("via", "")
+    if options.schedule == "tuned":
+        options = options.with_overrides({"tuning_db": _tuning_db(model, target, key, via or model_via)})
+    name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
+    if local_devices:
+        _check_runs_here(target, f"{key}.target")
+    return StackSpec(name, target, options, via=via)
 
 
 def _check_runs_here(target_name: str, key: str) -> None:
@@ -584,56 +602,12 @@ def _check_runs_here(target_name: str, key: str) -> None:
         raise ConfigError(f"config key '{key}': {err}") from None
 
 
-def _bounds_check(table: dict, key: str, target_name: str) -> bool:
-    """A stack's ``bounds_check``: every buffer access of its builds asserted in bounds
-    (`mutatenn.bounds`); CPU (LLVM) code only, local or over RPC."""
-    value = table.get("bounds_check", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}.bounds_check': expected true or false")
-    if value and parse_target(target_name).spec["kind"] != "llvm":
-        raise ConfigError(f"config key '{key}.bounds_check': bounds checks are for CPU (LLVM) targets only")
-    return value
-
-
-def _required_passes(table: dict, key: str) -> tuple[str, ...]:
-    """A stack's ``required_passes``: passes run whatever its opt level says (the opt-in
-    passes of `mutators.passes.OPT_IN_PASSES` run only when named here)."""
-    value = table.get("required_passes", [])
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ConfigError(f"config key '{key}.required_passes': expected a list of pass names")
-    for name in value:
-        if name not in SWITCHABLE_PASSES:
-            raise ConfigError(f"config key '{key}.required_passes': unknown pass {name!r} "
-                              f"(known: {', '.join(SWITCHABLE_PASSES)})")
-    return tuple(value)
-
-
-def _tir_options(table: dict, key: str) -> dict:
-    """A stack's ``tir_options`` table (short names of `mutators.passes.TIR_OPTIONS`),
-    each value checked against its option."""
-    from mutators.passes import tir_option_error
-
-    value = table.get("tir_options", {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"config key '{key}.tir_options': expected a table, e.g. {{ disable_vectorize = true }}")
-    for name, setting in value.items():
-        error = tir_option_error(name, setting)
-        if error:
-            raise ConfigError(f"config key '{key}.tir_options.{name}': {error}")
-    return value
-
-
-def _tuning_db(schedule: str, model: str, target_name: str, key: str, via: str = "") -> str:
+def _tuning_db(model: str, target_name: str, key: str, via: str = "") -> str:
     """A tuned stack's database, which must exist before any job starts."""
-    if schedule != "tuned":
-        return ""
     from .tuning import require_database
 
-    target = parse_target(target_name)
-    if target.spec["kind"] != "llvm":
-        raise ConfigError(f"config key '{key}.schedule': tuned schedules are for CPU (LLVM) targets only")
     try:
-        return str(require_database(model, target, via))
+        return str(require_database(model, parse_target(target_name), via))
     except InputError as err:
         raise ConfigError(f"config key '{key}.schedule': {err}") from None
 

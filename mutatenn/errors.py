@@ -23,6 +23,11 @@ class ModelError(InputError):
     """A model reference cannot be loaded or imported."""
 
 
+class UntrustedModelError(ModelError):
+    """A model file would run code, or read outside its folder, when loaded or run, and the
+    user has not said they trust it (`mutatenn.models.safety`)."""
+
+
 class ImageSetError(InputError):
     """An image set cannot be read."""
 

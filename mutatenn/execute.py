@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError, first_line
 from .images import ImageSet, load_image_set, preprocess
-from .loading import load_source, program_from_source
+from .loading import cached_program, cached_source  # noqa: F401 - the caches live with loading
 from .program import Program
 from .runners import RunOutput, Variant, make_runner, parse_variant, program_for, variant_program
 
@@ -39,33 +39,16 @@ def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_re
 
 
 @functools.lru_cache(maxsize=4)
-def cached_source(spec: str, pretrained: str, preset: str | None):
-    """Worker processes load each model once, whatever paths its jobs take."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_source(spec, pretrained, preset)
-
-
-@functools.lru_cache(maxsize=8)
-def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True) -> Program:
-    """Worker processes convert and import each (model, import path) once and reuse it for
-    every job; ``relax=False``: converted only (native runners)."""
-    return program_from_source(cached_source(spec, pretrained, preset), via, relax)
-
-
-@functools.lru_cache(maxsize=4)
 def cached_images(spec: str) -> ImageSet:
     return load_image_set(spec)
 
 
 def run_variant_job(model: str, pretrained: str, preset: str | None, images: str, variant_text: str,
-                    runner_ref: str | None = None) -> VariantResult:
+                    runner_ref: str | None = None, trusted: bool = False) -> VariantResult:
     """Worker entry point: everything is rebuilt from plain strings (IRModules cannot be pickled)."""
     try:
         variant = parse_variant(variant_text, runner_ref)
-        program = variant_program(variant, model, pretrained, preset, runner_ref)
+        program = variant_program(variant, model, pretrained, preset, runner_ref, trusted)
         batch = input_batch(program, cached_images(images))
         return run_variant(program, variant, batch, runner_ref)
     except InputError as err:

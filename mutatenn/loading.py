@@ -2,25 +2,26 @@
 as its framework holds it), and a `Program` (Relax IRModule + input spec) along one
 import path (`mutatenn.frameworks.PATHS`).
 
-Model references (`SOURCES`, tried in order): ``digits`` (bundled), ``torchvision:NAME``,
-``keras:NAME``, ``*.pt2`` (a saved ``torch.export`` program), ``*.onnx``, ``*.keras`` /
-``*.h5``, ``*.tflite``, a SavedModel folder, or an ``nn.Module`` through `program_from_torch`.
+Model references are the formats of `mutatenn.models.formats.FORMATS` (tried in order),
+or an ``nn.Module`` through `program_from_torch`. A model file passes its format's safety
+check (`mutatenn.models.safety`) before its loader sees it, unless the user trusts it.
 Framework imports stay inside the loaders: importing TensorFlow before torchvision in one
 process segfaults, so each framework is imported only by the path that needs it.
 """
 from __future__ import annotations
 
+import functools
 import warnings
-from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Callable
 
 from .errors import ModelError
-from .frameworks import Source, convert, import_form, resolve_via
+from .frameworks import Source, UntrainedWeightsWarning, convert, import_form, resolve_via, untrained  # noqa: F401
 from .frameworks.pytorch import SEED, TORCHVISION_MODELS, source_from_module, torchvision_weights_file
 from .frameworks.relax_import import output_classes
 from .frameworks.tensorflow import KERAS_MODELS
+from .models.formats import find_format, model_format
+from .models.safety import check_model
 from .program import Program
 
 __all__ = ["PRETRAINED_CHOICES", "TORCHVISION_MODELS", "KERAS_MODELS", "SEED", "UntrainedWeightsWarning",
@@ -28,68 +29,17 @@ __all__ = ["PRETRAINED_CHOICES", "TORCHVISION_MODELS", "KERAS_MODELS", "SEED", "
 PRETRAINED_CHOICES = ("auto", "require", "never")
 
 
-class UntrainedWeightsWarning(UserWarning):
-    """Pretrained weights were not in the local cache; seeded weights are used instead."""
-
-
-@dataclass(frozen=True)
-class SourceKind:
-    """One kind of model reference: how it is recognised and which loader reads it."""
-
-    name: str
-    matches: Callable[[str], bool]
-    loader: str  # "module:function(spec, pretrained) -> Source"
-    is_file: bool = True  # a path that must exist (a folder for SavedModels)
-    family: str = ""  # "tensorflow": loaded only in worker processes (never beside torchvision)
-    framework: str = "torch"  # the framework of its models (`frameworks.FRAMEWORK_NAMES`)
-
-
-def _suffix(*suffixes: str) -> Callable[[str], bool]:
-    return lambda spec: Path(spec).suffix.lower() in suffixes
-
-
-def _saved_model(spec: str) -> bool:
-    return Path(spec).is_dir() and (Path(spec) / "saved_model.pb").is_file()
-
-
-SOURCES = (
-    SourceKind("digits", lambda s: s in ("digits", "bundled:digits"), "mutatenn.frameworks.pytorch:load_digits", False),
-    SourceKind("torchvision", lambda s: s.startswith("torchvision:"),
-               "mutatenn.frameworks.pytorch:load_torchvision", False),
-    SourceKind("keras", lambda s: s.startswith("keras:"),
-               "mutatenn.frameworks.tensorflow:load_keras_application", False, "tensorflow", "keras"),
-    SourceKind("pt2", _suffix(".pt2"), "mutatenn.frameworks.pytorch:load_pt2"),
-    SourceKind("onnx", _suffix(".onnx"), "mutatenn.frameworks.onnx_file:load_onnx", framework="onnx"),
-    SourceKind("keras file", _suffix(".keras", ".h5"), "mutatenn.frameworks.tensorflow:load_keras_file",
-               family="tensorflow", framework="keras"),
-    SourceKind("tflite", _suffix(".tflite"), "mutatenn.frameworks.tensorflow:load_tflite", family="tensorflow",
-               framework="tflite"),
-    SourceKind("savedmodel", _saved_model, "mutatenn.frameworks.tensorflow:load_saved_model", family="tensorflow",
-               framework="savedmodel"),
-)
-MODEL_FORMS = ("digits", "torchvision:NAME", "keras:NAME", "a .pt2, .onnx, .keras, .h5 or .tflite file",
-               "a SavedModel folder")
-
-
-def source_kind(spec: str) -> SourceKind:
-    """The kind of a model reference, or one line saying what would have been accepted."""
-    for kind in SOURCES:
-        if kind.matches(spec):
-            return kind
-    if Path(spec).is_dir():
-        raise ModelError(f"model folder {spec!r} is not a SavedModel (no saved_model.pb in it)")
-    raise ModelError(f"model {spec!r} is not a known model: give {', '.join(MODEL_FORMS)}")
-
-
-def load_source(spec: str, pretrained: str = "auto", preset: str | None = None) -> Source:
-    """The model named by ``spec`` as its framework holds it. Never downloads anything."""
+def load_source(spec: str, pretrained: str = "auto", preset: str | None = None, trusted: bool = False) -> Source:
+    """The model named by ``spec`` as its framework holds it. Never downloads anything; a
+    file its format's safety check refuses never reaches the loader unless ``trusted``."""
     if pretrained not in PRETRAINED_CHOICES:
         raise ModelError(f"--pretrained must be one of {', '.join(PRETRAINED_CHOICES)}, not {pretrained!r}")
-    kind = source_kind(spec)
-    if kind.is_file:
-        _check_path(Path(spec), kind.name == "savedmodel")
-    module, _, func = kind.loader.partition(":")
-    source = getattr(import_module(module), func)(spec, pretrained)
+    fmt = model_format(spec)
+    if fmt.is_file:
+        _check_path(Path(spec), bool(fmt.folder_file))
+    check_model(spec, trusted)
+    module, _, func = fmt.loader.partition(":")
+    source = getattr(import_module(module), func)(spec, pretrained, trusted)
     if preset:
         from .images import PRESETS
 
@@ -101,32 +51,57 @@ def load_source(spec: str, pretrained: str = "auto", preset: str | None = None) 
 
 def source_framework(spec: str) -> str:
     """The framework of a model reference's models, known before loading it ("" when unknown)."""
-    try:
-        return source_kind(spec).framework
-    except ModelError:
-        return ""
+    fmt = find_format(spec)
+    return fmt.framework if fmt else ""
 
 
 def source_family(spec: str) -> str:
     """The framework family a model reference's processes import ("" when unknown or not TensorFlow)."""
+    fmt = find_format(spec)
+    return fmt.family if fmt else ""
+
+
+def check_model_isolated(spec: str, trusted: bool = False) -> None:
+    """`check_model` for a coordinator that must stay free of TensorFlow (a check that
+    imports it runs in a worker process): refuses an untrusted file before anything is
+    written (a campaign's run folder)."""
+    fmt = find_format(spec)
+    if fmt is None or trusted or not fmt.check or not fmt.check_family:
+        check_model(spec, trusted)
+        return
+    from .isolation import DONE, run_isolated
+
+    outcome = next(run_isolated(_check_job, [(spec,)], family=fmt.check_family))
+    if outcome.status != DONE:
+        raise ModelError(f"check ({fmt.name}) failed for {spec!r}: the worker process {outcome.status}: "
+                         f"{outcome.reason}")
+    if outcome.value:
+        raise outcome.value
+
+
+def _check_job(spec: str):
+    """Worker side of `check_model_isolated`: the refusal (an exception object) or None."""
+    from .errors import InputError
+
     try:
-        return source_kind(spec).family
-    except ModelError:
-        return ""
+        check_model(spec)
+    except InputError as err:
+        return err
+    return None
 
 
 def load_source_isolated(spec: str, pretrained: str = "auto", preset: str | None = None,
-                         vias: tuple[str, ...] = ()) -> tuple[Source, dict[str, str]]:
+                         vias: tuple[str, ...] = (), trusted: bool = False) -> tuple[Source, dict[str, str]]:
     """`load_source` for a coordinator that must stay free of TensorFlow (it may import
     torchvision later): a TensorFlow model is loaded and converted along ``vias`` in a
     worker process, and comes back without its native object but with those forms, which
     TVM's ONNX and TFLite frontends import without TensorFlow. Returns (source, via -> why
     its conversion failed); other models load here, as `load_source` does."""
     if source_family(spec) != "tensorflow":
-        return load_source(spec, pretrained, preset), {}
+        return load_source(spec, pretrained, preset, trusted), {}
     from .isolation import DONE, run_isolated
 
-    outcome = next(run_isolated(_source_job, [(spec, pretrained, preset, tuple(vias))], family="tensorflow"))
+    outcome = next(run_isolated(_source_job, [(spec, pretrained, preset, tuple(vias), trusted)], family="tensorflow"))
     if outcome.status != DONE:
         raise ModelError(f"load (TensorFlow) failed for {spec!r}: the worker process {outcome.status}: {outcome.reason}")
     error, source, failed = outcome.value
@@ -138,15 +113,14 @@ def load_source_isolated(spec: str, pretrained: str = "auto", preset: str | None
     return source, failed
 
 
-def _source_job(spec: str, pretrained: str, preset: str | None, vias: tuple[str, ...]):
+def _source_job(spec: str, pretrained: str, preset: str | None, vias: tuple[str, ...], trusted: bool = False):
     """Worker side of `load_source_isolated`: (error line, picklable source, failed conversions)."""
     import dataclasses
 
     from .errors import InputError
-    from .execute import cached_source
 
     try:
-        source = cached_source(spec, pretrained, preset)
+        source = cached_source(spec, pretrained, preset, trusted)
     except InputError as err:
         return str(err), None, {}
     failed = {}
@@ -159,10 +133,10 @@ def _source_job(spec: str, pretrained: str, preset: str | None, vias: tuple[str,
 
 
 def load_program(spec: str, pretrained: str = "auto", preset: str | None = None, via: str = "",
-                 relax: bool = True) -> Program:
+                 relax: bool = True, trusted: bool = False) -> Program:
     """The model imported into Relax along ``via`` (empty: the framework's default path).
     ``relax=False`` converts but does not import (native runners need only the form)."""
-    return program_from_source(load_source(spec, pretrained, preset), via, relax)
+    return program_from_source(load_source(spec, pretrained, preset, trusted), via, relax)
 
 
 def program_from_source(source: Source, via: str = "", relax: bool = True) -> Program:
@@ -191,20 +165,28 @@ def program_from_torch(model, input_shape: tuple[int, ...], name: str = "torch-m
     return program_from_source(source)
 
 
-def untrained(name: str, file: Path, pretrained: str, seed: int) -> str:
-    """Pretrained weights absent from the local cache: refuse when demanded, else warn and
-    say so (the note is kept with the results)."""
-    if pretrained == "require":
-        raise ModelError(f"pretrained weights for {name} are not in the local cache: expected {file} "
-                         "(MutateNN never downloads; place the file there)")
-    message = (f"{name}: pretrained weights not found at {file}; using seeded random weights "
-               f"(seed {seed}). Label comparisons on untrained weights are weak evidence.")
-    warnings.warn(message, UntrainedWeightsWarning, stacklevel=3)
-    return message
-
-
 def _check_path(path: Path, folder: bool) -> None:
     if not path.exists():
         raise ModelError(f"model {'folder' if folder else 'file'} {str(path)!r} does not exist")
     if not folder and not path.is_file():
         raise ModelError(f"model path {str(path)!r} is not a file")
+
+
+# ---------------------------------------------------------------- caches of a worker process
+@functools.lru_cache(maxsize=4)
+def cached_source(spec: str, pretrained: str, preset: str | None, trusted: bool = False):
+    """Worker processes load each model once, whatever paths its jobs take (an untrusted
+    file passes its safety check first, as in the coordinator)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_source(spec, pretrained, preset, trusted)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True,
+                   trusted: bool = False) -> Program:
+    """Worker processes convert and import each (model, import path) once and reuse it for
+    every job; ``relax=False``: converted only (native runners)."""
+    return program_from_source(cached_source(spec, pretrained, preset, trusted), via, relax)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.schema import SCORED, Verdict
+from runfolder.verdicts import SCORED, Verdict
 
 __all__ = ["SCORED", "Verdict", "JobStatus", "Job", "JobResult", "VerdictRow"]
 
@@ -36,20 +36,20 @@ class JobStatus(str, Enum):
 
 @dataclass(frozen=True)
 class Job:
-    """One build-and-run in a worker: plain strings and numbers only, because IRModules
-    cannot be serialised in TVM 0.27; the worker rebuilds program and mutant from them."""
+    """One build-and-run in a worker: plain values only (no IRModule: they cannot be
+    serialised in TVM 0.27; the worker rebuilds program and mutant from them). ``variant``
+    is the stack as a `runners.Variant` with every build option (a pass mutant's own)."""
 
     key: str  # the artifact key (build identity)
     model: str
     pretrained: str
     preset: str | None
     images: str
-    variant: str  # the stack as a variant (`tvm:cpu:O2`), resolved by the runner table
+    variant: Any  # mutatenn.runners.Variant: runner, target, import path and full build options
     runner: str  # "module:Class" of the runner, so extensions registered here reach workers
     operator: str = ""  # empty: the original program
     site: int = 0
     program_hash: str = ""  # the mutant's planned hash, checked when the worker rebuilds it
-    options: Any = None  # mutatenn.build.BuildOptions for TVM stacks (a pass mutant's own)
     cache_dir: str = ""
     log_path: str = ""
     repeats: int = 1
@@ -63,6 +63,7 @@ class Job:
     keep_passes: bool = False  # return every pass's logits (a verdict over passes needs them)
     timing_calls: int = 1  # timed calls per image (the latency is their median)
     threads: int = 0  # pin the runtime's thread pool to this many threads and cores (0: as it is)
+    trusted: bool = False  # the user trusts the model file: its safety check is skipped (`models.safety`)
 
     @property
     def is_original(self) -> bool:

@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from reports import schema
+from runfolder import schema
+from runfolder.verdicts import REPRODUCIBLE, VERDICT_NAMES
 
 from .errors import InputError, OutputFolderError
+from .store import ResultStore
 
-# Verdicts with nothing to reproduce; every other one (killed, and each way a build or run
-# can fail: crashed, timed_out, build_error, memory_error) is rebuilt and run again.
-NOTHING_TO_REPRODUCE = ("survived", "equivalent", "non_viable")
+# Verdicts with nothing to reproduce (the verdict table's ``repro``); every other one
+# (killed, and each way a build or run can fail) is rebuilt and run again.
+NOTHING_TO_REPRODUCE = tuple(v for v in VERDICT_NAMES if v not in REPRODUCIBLE)
 SCRIPT_FILES = {
     "build": "build.json", "relax": "mutant_relax.json", "relax_text": "mutant_relax.py", "lowered": "lowered.json",
     "library": "program.so", "inputs": "inputs.npy", "original": "original_logits.npy",
@@ -84,6 +85,7 @@ class ReproTask:
     key: str
     files: str  # the script's data folder, or ""
     log_path: str
+    trusted: bool = False  # the campaign's config, or the command, trusts the model file
 
 
 @dataclass
@@ -137,14 +139,18 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
     if stack_name not in stacks:
         raise ReproError(f"stack {stack_name!r} is not in run {str(run_dir)!r} (its stacks: {', '.join(stacks)})")
     stack = dataclasses.replace(stacks[stack_name], via=described.get(stack_name, {}).get("via", ""))
-    with _store(run_dir) as db:
-        mutant = _row(db, "SELECT * FROM mutants WHERE id = ?", (mutant_id,))
+    store = ResultStore(run_dir / schema.RESULTS_SQLITE, read_only=True)  # repro writes nothing there
+    try:
+        mutant = store.mutant(mutant_id)
         if mutant is None:
-            known = [r[0] for r in db.execute("SELECT id FROM mutants ORDER BY ordinal")]
+            known = [m["id"] for m in store.mutants()]
             near = [m for m in known if m.endswith("/" + mutant_id) or m.split("/")[-1].startswith(mutant_id)]
             hint = f"; did you mean {', '.join(near[:5])}?" if near else f" (it has {len(known)} mutants: see mutants.json)"
             raise ReproError(f"mutant {mutant_id!r} is not in run {str(run_dir)!r}{hint}")
-        verdict = _row(db, "SELECT * FROM verdicts WHERE mutant_id = ? AND stack = ?", (mutant_id, stack_name))
+        found = store.verdicts(mutant_id, stack_name)
+        verdict = found[0] if found else None
+    finally:
+        store.close()
     left_out = (meta.get("failed_stacks") or {}).get(stack_name)
     if verdict is None and left_out:
         raise ReproError(f"stack {stack_name!r} was left out of the campaign: {left_out}")
@@ -195,31 +201,6 @@ def _campaign_meta(run_dir: Path) -> dict:
     return meta
 
 
-class _store:
-    """The run folder's result store, opened read-only (repro writes nothing there)."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / schema.RESULTS_SQLITE
-
-    def __enter__(self):
-        try:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("SELECT 1 FROM mutants LIMIT 1")
-        except sqlite3.Error as err:
-            raise OutputFolderError(f"cannot read the result store {str(self.path)!r}: {err}") from None
-        return self.db
-
-    def __exit__(self, *_):
-        self.db.close()
-        return False
-
-
-def _row(db, query: str, args: tuple) -> dict | None:
-    row = db.execute(query, args).fetchone()
-    return dict(row) if row is not None else None
-
-
 def _check_images(run_dir: Path, meta: dict, images) -> None:
     """The image set must still be the campaign's (a folder may have changed since)."""
     stored = run_dir / schema.IMAGES_JSON
@@ -244,7 +225,7 @@ def _killing_images(run_dir: Path, mutant_id: str, stack: str, verdict: dict, na
         found = sorted(position[n] for n in rows["image"] if n in position)
         if found:
             return found, f"the {len(found)} image(s) that kill it alone (kill_matrix.csv)"
-    flipped = json.loads(verdict.get("flipped_images") or "[]")
+    flipped = verdict.get("flipped_images") or []
     if flipped:
         return [int(i) for i in flipped], f"the {len(flipped)} image(s) whose top-1 label changed"
     return [], "no single image kills it"
@@ -261,9 +242,11 @@ def _stored(run_dir: Path, key: str, indices: list[int]) -> dict | None:
 
 
 # ---------------------------------------------------------------- reproducing
-def reproduce(case: Case, script: Path | None = None, timeout: float | None = None) -> Reproduction:
+def reproduce(case: Case, script: Path | None = None, timeout: float | None = None,
+              trusted: bool = False) -> Reproduction:
     """Rebuild and run the mutant in a worker process; ``script``: also write a standalone
-    script there (and its data folder beside it)."""
+    script there (and its data folder beside it). The model is trusted when the campaign's
+    config trusted it, or ``trusted``."""
     from .isolation import CRASHED, DONE, TIMED_OUT, run_isolated
     from .loading import source_family
     from .runners import parse_variant, runner_class
@@ -280,7 +263,8 @@ def reproduce(case: Case, script: Path | None = None, timeout: float | None = No
                      tuple(case.indices), case.stack.variant_text, case.options, case.stack.via,
                      "" if pass_mutant else case.mutant["operator"], int(case.mutant["site_index"]),
                      "" if pass_mutant else case.mutant["hash"], case.mutant_id, case.stack.name,
-                     case.verdict.get("artifact") or "", str(files or ""), str(log_path))
+                     case.verdict.get("artifact") or "", str(files or ""), str(log_path),
+                     trusted or case.config.trusted)
     limit = timeout if timeout is not None else case.config.timeout_s
     outcome = next(run_isolated(reproduce_job, [(task,)], timeout=limit, family=source_family(task.model)))
     from .campaign.job import log_tail
@@ -388,7 +372,7 @@ def _reproduce(task: ReproTask, stage: list) -> dict:
     stage[0] = "run"  # an injected exception stands for a run that raised, as in a campaign job
     faults.inject_before_build(kind, task.key)
     stage[0] = "setup"
-    program = cached_program(task.model, task.pretrained, task.preset, task.via, True)
+    program = cached_program(task.model, task.pretrained, task.preset, task.via, True, task.trusted)
     batch = input_batch(program, cached_images(task.images))[list(task.indices)]
     mod = _mutant_module(task, program)
     files = Path(task.files) if task.files else None
@@ -429,11 +413,12 @@ def _mutant_module(task: ReproTask, program):
     return program.mod if mod is None else mod
 
 
-def lower_for_build(mod, target, options):
-    """``mod`` after MutateNN's Relax pipeline for ``options`` (what the build compiles)."""
+def lower_for_build(mod, target, options, instruments=()):
+    """``mod`` after MutateNN's Relax pipeline for ``options`` (what the build compiles);
+    ``instruments``: TVM pass instruments, as `build.build_artifact` takes them."""
     from .build import BuildStats, pass_context, relax_pipeline
 
-    with pass_context(options):
+    with pass_context(options, instruments):
         with target.tvm_target():
             return relax_pipeline(target, options, BuildStats(options.schedule))(mod)
 
@@ -457,10 +442,10 @@ def files_folder(script: Path) -> Path:
 def _prepare_script(case: Case, variant, script: Path) -> Path:
     """Write the script, build.json and the stored outputs; return the data folder (the
     worker adds the IR, the library and the inputs). Nothing existing is overwritten."""
-    from mutators.passes import PIPELINE, tir_config
+    from mutators.passes import tir_config
 
     from . import __version__
-    from .build import OPTIONAL_PASSES
+    from .build.pipeline import skipped_passes, table_passes
     from .outputs import prepare_out_dir
 
     if script.suffix != ".py":
@@ -471,7 +456,6 @@ def _prepare_script(case: Case, variant, script: Path) -> Path:
         raise OutputFolderError(f"--script: {str(taken)!r} already exists (nothing was overwritten)")
     prepare_out_dir(files)
     options = case.options
-    runs = set(options.passes())
     build = {
         "mutant": case.mutant_id, "stack": case.stack.name, "variant": variant.text, "run_dir": str(case.run_dir),
         "verdict": case.verdict["verdict"], "reason": case.verdict.get("reason") or "",
@@ -480,9 +464,9 @@ def _prepare_script(case: Case, variant, script: Path) -> Path:
         "image_names": case.image_names, "image_indices": case.indices, "labels": None,
         "target": _plain(variant.target.tvm_target().export()), "device": variant.target.device,
         "build": options.label(), "opt_level": options.opt_level, "switchable_passes_run": list(options.passes()),
-        "relax_passes": [s.name for s in PIPELINE if not s.optional or s.name in runs],
+        "relax_passes": [s.name for s in table_passes(options)],
         "schedule": options.schedule,
-        "pass_context": {"opt_level": 3, "disabled_pass": [p for p in OPTIONAL_PASSES if p not in runs],
+        "pass_context": {"opt_level": 3, "disabled_pass": skipped_passes(options),
                          "config": tir_config(options.tir_options)},
         "tvm_version": _tvm_version(), "mutatenn_version": __version__,
     }
@@ -494,7 +478,7 @@ def _prepare_script(case: Case, variant, script: Path) -> Path:
     header = (f"Reproduces mutant {case.mutant_id} on stack {case.stack.name} ({variant.text}, "
               f"{options.label()}) of the MutateNN campaign {case.run_dir}.")
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(SCRIPT_TEMPLATE.replace("@HEADER@", header).replace("@FILES@", files.name))
+    script.write_text(script_template().replace("@HEADER@", header).replace("@FILES@", files.name))
     return files
 
 
@@ -524,109 +508,10 @@ def _tvm_version() -> str:
     return tvm.__version__
 
 
-SCRIPT_TEMPLATE = '''#!/usr/bin/env python3
-"""@HEADER@
-
-Needs TVM (apache-tvm 0.27) and NumPy only. The data folder beside this file holds:
-  lowered.json        the mutant after MutateNN's Relax pipeline for the stack (operator
-                      fusion, the stack's passes, the loop schedule, VM lowering), saved
-                      with tvm.ir.save_json, constants included
-  mutant_relax.json   the mutated Relax module before that pipeline (mutant_relax.py: as text)
-  program.so          the library MutateNN built from lowered.json (run with --prebuilt)
-  inputs.npy          the preprocessed input images (one row per image)
-  original_logits.npy the original program's outputs on this stack (from the campaign)
-  campaign_logits.npy the mutant's outputs the campaign stored (when it ran to the end)
-  build.json          target, PassContext, passes, image names and labels
-
-By default the script compiles lowered.json with tvm.compile (VM code generation, TIR
-lowering, LLVM) in the stack's PassContext, as MutateNN's build does after its pipeline,
-runs every image through the Relax VM, one call per image, writes script_logits.npy and
-compares it with the original and with the campaign's outputs.
-Usage: python THIS_FILE [--prebuilt]
-"""
-import json
-import sys
-from pathlib import Path
-
-import numpy as np
-import tvm
-from tvm import relax
-
-FILES = Path(__file__).resolve().parent / "@FILES@"
-
-
-def load(name):
-    path = FILES / name
-    return np.load(path) if path.is_file() else None
-
-
-def build_executable(info):
-    if "--prebuilt" in sys.argv[1:]:
-        return tvm.runtime.load_module(str(FILES / "program.so"))
-    mod = tvm.ir.load_json((FILES / "lowered.json").read_text())
-    ctx = info["pass_context"]
-    with tvm.transform.PassContext(opt_level=ctx["opt_level"], disabled_pass=ctx["disabled_pass"],
-                                   config=ctx["config"]):
-        return tvm.compile(mod, target=tvm.target.Target(info["target"]), relax_pipeline=None)
-
-
-def run(executable, inputs, device):
-    main = relax.VirtualMachine(executable, device)["main"]
-    rows = [main(tvm.runtime.tensor(inputs[i:i + 1], device=device)).numpy().reshape(1, -1)
-            for i in range(len(inputs))]
-    return np.concatenate(rows).astype(np.float32)
-
-
-def softmax(x):
-    e = np.exp(x - np.nanmax(x, axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def main():
-    info = json.loads((FILES / "build.json").read_text())
-    device = tvm.cuda(0) if info["device"] == "cuda" else tvm.cpu(0)
-    inputs = np.load(FILES / "inputs.npy")
-    logits = run(build_executable(info), inputs, device)
-    np.save(FILES / "script_logits.npy", logits)
-    original, campaign = load("original_logits.npy"), load("campaign_logits.npy")
-    labels = info.get("labels") or []
-    name = lambda c: labels[c] if 0 <= c < len(labels) else str(c)  # noqa: E731
-    print(f"mutant {info['mutant']} on stack {info['stack']} ({info['variant']}, {info['build']}); "
-          f"campaign verdict: {info['verdict']}")
-    mutant_p = softmax(logits)
-    print(f"{'image':<24} {'original top-1':>18} {'mutant top-1':>18}  flipped")
-    for i, image in enumerate(info["image_names"]):
-        m = int(np.argmax(logits[i]))
-        shown = f"{name(m)} {mutant_p[i, m]:.4f}"
-        if original is not None:
-            o = int(np.argmax(original[i]))
-            before = f"{name(o)} {softmax(original)[i, o]:.4f}"
-            print(f"{image:<24} {before:>18} {shown:>18}  {'yes' if o != m else 'no'}")
-        else:
-            print(f"{image:<24} {'-':>18} {shown:>18}")
-    if original is not None:
-        diff = logits.astype(np.float64) - original
-        rel = np.linalg.norm(diff) / max(np.linalg.norm(original), 1e-30)
-        agree = float(np.mean(np.argmax(logits, 1) == np.argmax(original, 1)))
-        print(f"against the original: top1_agreement {agree:.4g}, max_abs_error {np.nanmax(np.abs(diff)):.6g}, "
-              f"rel_l2 {rel:.6g}")
-    if campaign is None:
-        print("the campaign stored no outputs of this mutant")
-        return 0
-    ran = ~np.isnan(campaign).all(axis=1)  # images the campaign's fast kill never ran are NaN there
-    if not ran.any():
-        print("the campaign's fast kill ran none of these images: nothing to compare with")
-        return 0
-    same = bool((campaign[ran].view(np.uint32) == logits[ran].view(np.uint32)).all())
-    print("identical to the campaign's outputs, bit for bit" if same else
-          f"NOT identical to the campaign's outputs (max abs difference "
-          f"{np.nanmax(np.abs(campaign[ran] - logits[ran])):.6g})")
-    return 0 if same else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
+def script_template() -> str:
+    """The standalone repro script, with ``@HEADER@`` and ``@FILES@`` to fill in (a package
+    data file: it is read, never imported)."""
+    return (Path(__file__).parent / "data" / "repro_script.py.in").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- text

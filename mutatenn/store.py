@@ -45,10 +45,18 @@ VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values
 
 
 class ResultStore:
-    """A thin layer over sqlite3; every write is its own committed transaction."""
+    """A thin layer over sqlite3; every write is its own committed transaction.
+    ``read_only``: open an existing store without writing anything (repro, localize)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
+        if read_only:
+            try:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                self.db.execute("SELECT 1 FROM mutants LIMIT 1")
+            except sqlite3.Error as err:
+                raise OutputFolderError(f"cannot read the result store {str(self.path)!r}: {err}") from None
+            return
         try:
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -123,8 +131,19 @@ class ResultStore:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur]
 
-    def verdicts(self) -> list[dict]:
-        cur = self.db.execute('SELECT * FROM verdicts')
+    def mutant(self, mutant_id: str) -> dict | None:
+        cur = self.db.execute("SELECT * FROM mutants WHERE id = ?", (mutant_id,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+    def verdicts(self, mutant_id: str | None = None, stack: str | None = None) -> list[dict]:
+        """Every stored verdict row, or those of one mutant (on one stack)."""
+        query, args = "SELECT * FROM verdicts", ()
+        if mutant_id is not None:
+            query, args = query + " WHERE mutant_id = ?", (mutant_id,)
+            if stack is not None:
+                query, args = query + " AND stack = ?", (mutant_id, stack)
+        cur = self.db.execute(query, args)
         names = [d[0] for d in cur.description]
         out = []
         for r in cur:

@@ -29,7 +29,12 @@ class Metric:
 
     ``summary(ref, other)`` returns a float. It reads logits ((N, C) arrays) or, when
     ``inputs`` is ``"latencies"``, per-image latencies. A summary that takes a ``k``
-    keyword receives the caller's top-k depth.
+    keyword receives the caller's top-k depth. ``per_image``: the same value for each
+    image alone (the kill matrix; None: the summary is taken of each image in turn).
+    ``monotone``: counting the images not yet run as equal to the reference can only
+    bring the summary closer to it (a mean, max or norm over images), so fast kill may stop
+    early on it. ``in_tables``: shown in summary tables (`compare`'s terminal table, the
+    report's mutant table); every metric is in the CSVs.
     """
 
     name: str
@@ -39,6 +44,9 @@ class Metric:
     title: str = ""
     scale: str = "other"
     inputs: str = LOGITS
+    per_image: Callable[..., np.ndarray] | None = None
+    monotone: bool = False
+    in_tables: bool = True
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -75,7 +83,7 @@ class Metric:
     def describe(self) -> dict:
         """What a run folder records about this metric (reports read it from run.json)."""
         return {"name": self.name, "title": self.title, "direction": self.direction, "scale": self.scale,
-                "doc": self.doc}
+                "doc": self.doc, "table": self.in_tables}
 
 
 def metric_parameters(func) -> dict:
@@ -136,21 +144,29 @@ class Catalogue:
 
 _BUILTIN = (
     Metric("top1_agreement", ranking.top1_agreement, HIGHER_IS_CLOSER,
-           "fraction of images whose top-1 label is unchanged", "Top-1 agr.", "unit"),
+           "fraction of images whose top-1 label is unchanged", "Top-1 agr.", "unit",
+           per_image=ranking.top1_agreement_per_image, monotone=True),
     Metric("topk_overlap", ranking.topk_overlap, HIGHER_IS_CLOSER,
-           "mean |top-k(ref) ∩ top-k(other)| / k, k=5 by default", "Top-k overlap", "unit"),
+           "mean |top-k(ref) ∩ top-k(other)| / k, k=5 by default", "Top-k overlap", "unit",
+           per_image=ranking.topk_overlap_per_image, monotone=True),
     Metric("kendall_tau", ranking.kendall_tau, HIGHER_IS_CLOSER,
-           "mean Kendall's tau-b between full class-score vectors", "Kendall τ", "signed_unit"),
+           "mean Kendall's tau-b between full class-score vectors", "Kendall τ", "signed_unit",
+           per_image=ranking.kendall_tau_per_image, monotone=True),
     Metric("rbo", ranking.rbo, HIGHER_IS_CLOSER,
-           "mean extrapolated rank-biased overlap of label rankings (p=0.9, depth min(C,10))", "RBO", "unit"),
+           "mean extrapolated rank-biased overlap of label rankings (p=0.9, depth min(C,10))", "RBO", "unit",
+           per_image=ranking.rbo_per_image, monotone=True, in_tables=False),
     Metric("max_abs_error", distance.max_abs_error, LOWER_IS_CLOSER,
-           "largest absolute logit difference over all images and classes", "Max abs err", "distance"),
+           "largest absolute logit difference over all images and classes", "Max abs err", "distance",
+           per_image=distance.max_abs_error_per_image, monotone=True),
     Metric("rel_l2", distance.rel_l2, LOWER_IS_CLOSER,
-           "||other - ref||_2 / ||ref||_2 over the whole logits array", "Rel. L2", "distance"),
+           "||other - ref||_2 / ||ref||_2 over the whole logits array", "Rel. L2", "distance",
+           per_image=distance.rel_l2_per_image, monotone=True),
     Metric("cosine", distance.cosine, HIGHER_IS_CLOSER,
-           "mean cosine similarity of per-image logit vectors", "Cosine", "unit"),
+           "mean cosine similarity of per-image logit vectors", "Cosine", "unit",
+           per_image=distance.cosine_per_image, monotone=True),
     Metric("latency_ratio", latency.latency_ratio, LOWER_IS_CLOSER,
-           "median(other latency) / median(reference latency)", "Latency ×", "ratio", LATENCIES),
+           "median(other latency) / median(reference latency)", "Latency ×", "ratio", LATENCIES,
+           per_image=latency.latency_ratio_per_image, in_tables=False),
 )
 
 CATALOGUE = Catalogue(_BUILTIN)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -22,23 +23,89 @@ _CRITERION = re.compile(r"^\s*(?P<op>[A-Za-z_][A-Za-z0-9_]*)\s*(?:\((?P<params>[
                         r"(?P<cmp>[^\sA-Za-z0-9_.+-]+)\s*(?P<thr>\S.*?)\s*$")
 
 
-# Terms that are counts over the images rather than catalogue metrics: name -> (comparison, doc).
-COUNT_TERMS = {
-    "flipped": (">=", "images whose top-1 label differs from the original's"),
-    "accuracy_drop": (">", "the original's accuracy minus the mutant's on labelled images (0..1)"),
-}
+def _flipped(ref_logits, out_logits, truth=None) -> float:
+    from operators import flipped_images
+
+    return float(flipped_images(ref_logits, out_logits).sum())
+
+
+def _accuracy_drop(ref_logits, out_logits, truth=None) -> float:
+    """The original's top-1 accuracy minus the mutant's (NaN without labels)."""
+    from operators import accuracy
+
+    if truth is None:
+        return float("nan")
+    return float(accuracy(ref_logits, truth) - accuracy(out_logits, truth))
+
+
+def _flipped_per_image(ref_logits, out_logits, threshold: float):
+    """One image flips at most once: it alone meets ``flipped >= N`` only for N = 1."""
+    from operators import flipped_images
+
+    flips = np.asarray(flipped_images(ref_logits, out_logits), dtype=bool)
+    return flips if threshold <= 1 else np.zeros(len(out_logits), dtype=bool)
+
+
+def _whole_number(threshold: float) -> str | None:
+    return None if threshold >= 1 and threshold == int(threshold) else "needs a whole number N >= 1"
+
+
+def _fraction(threshold: float) -> str | None:
+    return None if 0 <= threshold < 1 else "needs D in [0, 1)"
+
+
+@dataclass(frozen=True)
+class CountSpec:
+    """A term that is a count over the images rather than a catalogue metric. ``value``:
+    ``(ref_logits, out_logits, truth) -> float`` (NaN: not measurable, never a kill);
+    ``check``: why a threshold is refused (None: fine); ``per_image``: which images alone
+    meet the term (None: no single image decides); ``monotone``: the value only grows as
+    images run (fast kill may stop on it); ``needs_labels``: the images must be labelled."""
+
+    name: str
+    comparison: str
+    doc: str
+    value: Callable[..., float]
+    check: Callable[[float], str | None]
+    per_image: Callable | None = None
+    monotone: bool = False
+    needs_labels: bool = False
+
+
+# The count terms: one line each; the parser, the judge and the kill matrix read this table.
+COUNT_TERMS: dict[str, CountSpec] = {spec.name: spec for spec in (
+    CountSpec("flipped", ">=", "images whose top-1 label differs from the original's", _flipped, _whole_number,
+              per_image=_flipped_per_image, monotone=True),
+    CountSpec("accuracy_drop", ">", "the original's accuracy minus the mutant's on labelled images (0..1)",
+              _accuracy_drop, _fraction, needs_labels=True),
+)}
+
+
+def count_values(ref_logits, out_logits, truth=None) -> dict[str, float]:
+    """Every count term's value for one pair (the judge stores them beside the metrics)."""
+    with np.errstate(all="ignore"):
+        return {name: spec.value(ref_logits, out_logits, truth) for name, spec in COUNT_TERMS.items()}
+
+
+def needs_labels(criterion) -> list[str]:
+    """The count terms of ``criterion`` that need labelled images."""
+    return [t.metric for t in criterion.terms() if t.metric in COUNT_TERMS and COUNT_TERMS[t.metric].needs_labels]
 
 
 @dataclass(frozen=True)
 class CountTerm:
-    """``flipped >= N`` or ``accuracy_drop > D``: read from the values the judge adds."""
+    """``flipped >= N``, ``accuracy_drop > D``, ...: read from the values the judge adds."""
 
     metric: str
     threshold: float
 
     @property
+    def spec(self) -> CountSpec:
+        return COUNT_TERMS[self.metric]
+
+    @property
     def comparison(self) -> str:
-        return COUNT_TERMS[self.metric][0]
+        return self.spec.comparison
 
     @property
     def key(self) -> str:
@@ -60,14 +127,18 @@ class CountTerm:
         return value >= self.threshold if self.comparison == ">=" else value > self.threshold
 
     def met_by_prefix(self, ref_logits, prefix_logits) -> bool:
-        """Flipped images only grow as more images run; accuracy needs labels the worker lacks."""
-        if self.metric != "flipped":
+        """Only a count that grows as images run can settle a kill early (no labels in the worker)."""
+        if not self.spec.monotone or self.spec.needs_labels:
             return False
-        from operators import flipped_images
-
         with np.errstate(all="ignore"):
-            return self.is_killed({"flipped": int(flipped_images(ref_logits[: len(prefix_logits)],
-                                                                 prefix_logits).sum())})
+            return self.is_killed({self.metric: self.spec.value(ref_logits[: len(prefix_logits)], prefix_logits)})
+
+    def image_kills(self, ref_logits, out_logits) -> np.ndarray:
+        """Per image, whether that image alone meets this term."""
+        if self.spec.per_image is None:
+            return np.zeros(len(out_logits), dtype=bool)
+        with np.errstate(all="ignore"):
+            return np.asarray(self.spec.per_image(ref_logits, out_logits, self.threshold), dtype=bool)
 
     def __str__(self) -> str:
         return f"{self.metric} {self.comparison} {self.threshold:g}"
@@ -162,7 +233,7 @@ class KillCriterion:
         import numpy as np
 
         metric = CATALOGUE[self.metric]
-        if metric.inputs != "logits":
+        if metric.inputs != "logits" or not metric.monotone:
             return False
         filled = np.array(ref_logits, dtype=np.float32, copy=True)
         filled[: len(prefix_logits)] = prefix_logits
@@ -201,17 +272,18 @@ def parse_criterion(text: str):
 
 def _parse_term(term: str, text: str):
     """One 'NAME CMP NUMBER' term of ``text``."""
-    count = re.match(r"^\s*(flipped|accuracy_drop)\s*(>=|>)\s*(\S+)\s*$", term)
+    count = re.match(r"^\s*(%s)\s*(>=|>)\s*(\S+)\s*$" % "|".join(map(re.escape, COUNT_TERMS)), term)
     if count:
         name, cmp, thr = count.groups()
-        if cmp != COUNT_TERMS[name][0]:
-            raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}; use {COUNT_TERMS[name][0]!r} "
+        spec = COUNT_TERMS[name]
+        if cmp != spec.comparison:
+            raise ValueError(f"bad comparison {cmp!r} in kill criterion {text!r}; use {spec.comparison!r} "
                              f"for {name}")
         threshold = _threshold(thr, text)
-        if name == "flipped" and (threshold < 1 or threshold != int(threshold)):
-            raise ValueError(f"flipped >= N needs a whole number N >= 1, not {thr!r}")
-        if name == "accuracy_drop" and not 0 <= threshold < 1:
-            raise ValueError(f"accuracy_drop > D needs D in [0, 1), not {thr!r}")
+        problem = spec.check(threshold)
+        if problem:
+            letter = "N" if spec.comparison == ">=" else "D"
+            raise ValueError(f"{name} {spec.comparison} {letter} {problem}, not {thr!r}")
         return CountTerm(name, threshold)
     m = _CRITERION.match(term)
     if not m:

@@ -1,39 +1,19 @@
 """The campaign page's content, built from a RunData's tables."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from runfolder.schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
+from runfolder.scores import wilson_interval
+from runfolder.verdicts import DETAIL_PRIORITY, LOCALIZABLE, REPRODUCIBLE
+
 from . import charts
 from .common import fmt_num, fmt_seconds, parse_topk, run_overview, sort_key, thumbnails, to_bool, to_float
 from .rundata import SCORED_VERDICTS, VERDICTS, RunData
-from .schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
-
-CONFIDENCE = 0.95  # of the score intervals (scores.csv: score_low, score_high)
-
-
-def wilson_interval(killed: int, scored: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The Wilson score interval of the mutation score killed / scored, in percent (None
-    when nothing was scored): a binomial interval, so it says how far the score of the
-    judged mutants may be from the kill rate of the population they were drawn from."""
-    if scored <= 0:
-        return None
-    if not 0 <= killed <= scored:
-        raise ValueError(f"killed must lie in 0..{scored}, got {killed}")
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p, n = killed / scored, scored
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # At 0 or every mutant killed an end is exactly 0 or 1; rounding would leave 1e-15.
-    low = 0.0 if killed == 0 else max(0.0, centre - half)
-    high = 1.0 if killed == scored else min(1.0, centre + half)
-    return 100.0 * low, 100.0 * high
 
 
 def greedy_cover(kills: dict[str, set[str]], order: list[str] | None = None) -> list[str]:
@@ -68,18 +48,19 @@ class CampaignCaps:
     listed: int = 60              # images / mutants named per list in the kill-matrix section
 
 
-# Verdicts whose mutants get full detail, most informative first: a survivor shows a
-# gap in the comparison operators, a crash a fragile stack, a memory error the access a
-# bounds check caught, a build error what the compiler refused.
-_DETAIL_PRIORITY = {"survived": 0, "crashed": 1, "memory_error": 1, "timed_out": 1, "build_error": 1, "killed": 2}
+# Verdicts whose mutants get full detail, most informative first (the verdict table's
+# ``detail``): a survivor shows a gap in the comparison operators, a crash a fragile
+# stack, a memory error the access a bounds check caught, a build error what the compiler refused.
+_DETAIL_PRIORITY = DETAIL_PRIORITY
 
-# The mutant table shows these metrics when the run measured them (the details show all).
-TABLE_METRICS = ("top1_agreement", "kendall_tau", "max_abs_error", "cosine")
+# Run folders written before metrics said whether summary tables show them.
+LEGACY_TABLE_METRICS = ("top1_agreement", "kendall_tau", "max_abs_error", "cosine")
 
 
 def table_metrics(run: RunData) -> list[dict]:
-    """The metrics of the mutant table: the preferred few, else the run's first four."""
-    chosen = [m for m in run.metrics if m["name"] in TABLE_METRICS]
+    """The metrics of the mutant table: those the catalogue marks for summary tables
+    (`run.json`'s ``table``), else the run's first four (the details show all)."""
+    chosen = [m for m in run.metrics if m.get("table", m["name"] in LEGACY_TABLE_METRICS)]
     return chosen or run.metrics[:4]
 
 
@@ -470,12 +451,10 @@ def _speedups(meta: dict) -> str:
     return "; ".join(parts)
 
 
-# What a user can do next with one mutant x stack, by its verdict: rebuild it alone
-# (`mutatenn repro`), or find the layer where it parts from the original (`mutatenn localize`).
-NEXT_STEPS = {
-    "repro": ("killed", "crashed", "memory_error", "timed_out", "build_error"),
-    "localize": ("killed", "survived"),
-}
+# What a user can do next with one mutant x stack, by its verdict (the verdict table's
+# ``repro`` and ``localize``): rebuild it alone (`mutatenn repro`), or find the layer where
+# it parts from the original (`mutatenn localize`).
+NEXT_STEPS = {"repro": REPRODUCIBLE, "localize": LOCALIZABLE}
 
 
 def _passes_text(passes_killed, repeats) -> str:

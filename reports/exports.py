@@ -20,33 +20,15 @@ from xml.etree import ElementTree
 
 import pandas as pd
 
-from . import schema
+from runfolder import schema
+from runfolder.verdicts import Verdict
+
 from .rundata import RunData, RunFolderError, load_run_folder
 
 SCHEMA_VERSION = "3.8.4"  # npm mutation-testing-report-schema, pinned; its file is kept beside this module
 SCHEMA_PATH = Path(__file__).parent / "schemas" / f"mutation-testing-report-schema-{SCHEMA_VERSION}.json"
 ELEMENTS_VERSION = "3.8.4"  # npm mutation-testing-elements that renders it (tests/test_exports.py)
 THRESHOLDS = {"high": 80, "low": 60}  # the web component's colour bands of a mutation score
-
-
-@dataclass(frozen=True)
-class VerdictExport:
-    """How one verdict reads in each export format."""
-
-    mutation_testing: str  # the schema's MutantStatus
-    junit: str  # "" (the test case passed), "failure", "error" or "skipped"
-
-
-VERDICT_EXPORTS = {
-    schema.Verdict.KILLED: VerdictExport("Killed", ""),
-    schema.Verdict.SURVIVED: VerdictExport("Survived", "failure"),
-    schema.Verdict.CRASHED: VerdictExport("RuntimeError", "error"),
-    schema.Verdict.MEMORY_ERROR: VerdictExport("RuntimeError", "error"),
-    schema.Verdict.TIMED_OUT: VerdictExport("Timeout", "error"),
-    schema.Verdict.BUILD_ERROR: VerdictExport("CompileError", "skipped"),
-    schema.Verdict.NON_VIABLE: VerdictExport("CompileError", "skipped"),
-    schema.Verdict.EQUIVALENT: VerdictExport("Ignored", "skipped"),
-}
 
 
 # ---------------------------------------------------------------- locating a mutant in its program
@@ -251,10 +233,10 @@ def _image_name(image: dict) -> str:
 
 
 def _mutant_result(row: dict, mutant: dict, source: str, killers: dict, image_ids: dict, image_count: int) -> dict:
-    verdict = schema.Verdict(row["verdict"])
+    verdict = Verdict(row["verdict"])
     location = locate(mutant, source)
     out = {"id": f"{row['mutant_id']}@{row['stack']}", "mutatorName": str(row["operator"]),
-           "location": location.to_json(), "status": VERDICT_EXPORTS[verdict].mutation_testing,
+           "location": location.to_json(), "status": verdict.info.mutation_testing,
            "description": f"{row['site']} (stack {row['stack']})"}
     if location.replacement:
         out["replacement"] = location.replacement
@@ -300,7 +282,7 @@ def junit_xml(run_dir) -> str:
         counts = {"tests": len(rows), "failures": 0, "errors": 0, "skipped": 0}
         time_total = 0.0
         for row in rows:
-            kind = VERDICT_EXPORTS[schema.Verdict(row["verdict"])].junit
+            kind = Verdict(row["verdict"]).info.junit
             seconds = sum(s for s in (_number(row.get("build_s")), _number(row.get("run_s"))) if s is not None)
             time_total += seconds
             case = ElementTree.SubElement(suite, "testcase", classname=str(row["operator"]), name=str(row["mutant_id"]),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import jinja2
 
+from runfolder.verdicts import VERDICT_TABLE, score_formula
+
 from .campaign import build_campaign_context
 from .comparison import build_comparison_context
 from .rundata import VERDICTS, RunData, RunFolderError, load_run_folder
@@ -27,6 +29,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     env.globals["known_verdicts"] = VERDICTS
+    env.globals["verdict_table"] = VERDICT_TABLE  # colours and words of every verdict
+    env.globals["score_formula"] = score_formula()
     return env
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import schema
+from runfolder import schema
 
 VERDICTS = schema.VERDICT_NAMES
 # Verdicts that count in the mutation score's denominator.

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runfolder.schema import LEGACY_METRICS, metric_names
+
 from .rundata import SCORED_VERDICTS, VERDICTS
-from .schema import LEGACY_METRICS, metric_names
 
 COMPARISON_METRICS = metric_names(LEGACY_METRICS)
 

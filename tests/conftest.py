@@ -75,28 +75,61 @@ def digits_onnx(tmp_path_factory) -> Path:
     return export_torch_to_onnx(load_trained(), (1, 1, 8, 8), path)
 
 
-@pytest.fixture(scope="session")
-def rpc_server():
-    """A real TVM RPC server on 127.0.0.1; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                             "--port", str(port), "--port-end", str(port + 1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("TVM RPC server did not start")
-    yield port
-    # The server forks popen workers of its own: end the whole process group, not only it.
+# A safety net only: a service is waited for until it is ready or has died, however loaded
+# the machine is (a tracker took 15 s to listen on a busy 2-core machine, 60 s was too little).
+SERVICE_CAP_S = 600
+
+
+def start_service(args: list[str], ready, what: str, log_dir: Path) -> subprocess.Popen:
+    """``python -m ARGS`` in a session of its own (it may fork workers, ended with it),
+    returned once ``ready()`` is true; if the process dies first, the test fails showing
+    its output. ``ready`` may raise OSError or InputError while the service starts."""
+    from mutatenn.errors import InputError
+
+    log = log_dir / f"{args[0].rsplit('.', 1)[-1]}-{os.getpid()}-{time.time_ns()}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(OSError, InputError):
+            if ready():
+                return proc
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {proc.returncode} before it was ready:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
+        if time.monotonic() - started > SERVICE_CAP_S:
+            stop_service(proc)
+            pytest.fail(f"{what}: still not ready after {SERVICE_CAP_S} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    """End a service and every process of its session; wait until they are gone."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+@pytest.fixture(scope="session")
+def rpc_server(tmp_path_factory):
+    """A real TVM RPC server on 127.0.0.1; yields its port."""
+    port = free_port()
+    proc = start_service(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                          str(port + 1)], lambda: port_open(port), "TVM RPC server",
+                         tmp_path_factory.mktemp("rpc-log"))
+    yield port
+    stop_service(proc)
 
 
 # ---------------------------------------------------------------- a small real campaign

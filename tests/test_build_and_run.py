@@ -8,12 +8,13 @@ import pytest
 import tvm
 from conftest import PassRecorder
 
-from mutatenn.build import OPT_LEVEL_PASSES, OPTIONAL_PASSES, BuildOptions, build_artifact, parse_target
+from mutatenn.build import BuildOptions, build_artifact, parse_target
 from mutatenn.errors import InputError
 from mutatenn.execute import input_batch, run_variant
 from mutatenn.images import load_image_set
 from mutatenn.loading import load_program
 from mutatenn.runners import parse_variant, parse_variant_list
+from mutators.passes import OPT_LEVEL_PASSES, OPTIONAL_PASSES
 
 
 def rel_l2(a, b):

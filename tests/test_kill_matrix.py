@@ -15,7 +15,8 @@ from scipy.stats import norm
 
 from mutatenn.cli import main
 from reports import render_report
-from reports.campaign import greedy_cover, read_kill_matrix, stack_kills, wilson_interval
+from reports.campaign import greedy_cover, read_kill_matrix, stack_kills
+from runfolder.scores import wilson_interval
 
 STACKS = ["cpu-O0", "cpu-O2"]
 IMAGES = 30

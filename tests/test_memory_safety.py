@@ -299,10 +299,11 @@ def test_rejudge_unstable_rebuilds_flagged_pairs_with_bounds_checks(tmp_path):
 
 def _job(tmp_path, variant: str, operator: str, site: int, program_hash: str):
     from mutatenn.records import Job
-    from mutatenn.runners import runner_ref
+    from mutatenn.runners import parse_variant, runner_ref
 
     return Job(key=f"{operator}-{site}-{variant.replace(':', '-').replace('/', '-')}", model="digits",
-               pretrained="auto", preset=None, images="digits:4", variant=variant, runner=runner_ref("tvm"),
+               pretrained="auto", preset=None, images="digits:4", variant=parse_variant(variant),
+               runner=runner_ref("tvm"),
                operator=operator, site=site, program_hash=program_hash, log_path=str(tmp_path / "job.log"))
 
 

@@ -2,75 +2,38 @@
 real server registered with it under a device key, started as subprocesses."""
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import free_port, run_cli
+from conftest import free_port, port_open, run_cli, start_service, stop_service
 
 from mutatenn.build import known_target_names, parse_target
 from mutatenn.cli import main
 from mutatenn.compare import compare
-from mutatenn.errors import InputError, TargetError
+from mutatenn.errors import TargetError
 from mutatenn.runners.tvm_relax import tracker_server_keys
 
 KEY = "mutatenn-test"
-DEADLINE_S = 60  # a loaded machine needs ~12 s before an RPC process listens
-
-
-def _start(*args: str) -> subprocess.Popen:
-    """A TVM RPC process in a session of its own: it forks popen workers, killed with it."""
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _wait_until(ready, what: str, deadline: float) -> None:
-    while time.time() < deadline:
-        with contextlib.suppress(OSError, InputError):
-            if ready():
-                return
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {DEADLINE_S} s")
-
-
-def _port_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
 
 
 @pytest.fixture(scope="module")
-def tracker():
+def tracker(tmp_path_factory):
     """A tracker with one server of key `KEY`; yields both ports. The server starts only
     once the tracker listens: it retries a refused tracker every 5 s."""
     port, server_port = free_port(), free_port()
-    procs = [_start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))]
+    logs = tmp_path_factory.mktemp("tracker-logs")
+    procs = [start_service(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                            str(port + 1)], lambda: port_open(port), "the RPC tracker", logs)]
     try:
-        deadline = time.time() + DEADLINE_S
-        _wait_until(lambda: _port_open(port), "the RPC tracker did not listen", deadline)
-        procs.append(_start("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", KEY,
-                            "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)))
-        _wait_until(lambda: KEY in tracker_server_keys("127.0.0.1", port), "no server registered with the tracker",
-                    deadline)
+        procs.append(start_service(["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", KEY,
+                                    "--host", "127.0.0.1", "--port", str(server_port), "--port-end",
+                                    str(server_port + 1)],
+                                   lambda: KEY in tracker_server_keys("127.0.0.1", port),
+                                   "the RPC server registering with the tracker", logs))
         yield SimpleNamespace(port=port, server_port=server_port)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_service(proc)
 
 
 def test_tracker_targets_parse_and_stay_apart_from_direct_ones():

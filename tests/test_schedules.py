@@ -22,11 +22,11 @@ CUDA = {"kind": "cuda", "arch": "sm_80"}
 # ---------------------------------------------------------------- helpers
 
 def _front_passes():
-    """The Relax passes of `mutatenn.build.relax_pipeline` at O2 up to FuseTIR (to look at
-    the fused PrimFuncs a build schedules; builds themselves go through `build_artifact`)."""
-    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    """The product's passes of a default build up to FuseTIR (to look at the fused
+    PrimFuncs a build schedules; builds themselves go through `build_artifact`)."""
+    from mutatenn.tuning import front_passes
+
+    return front_passes(parse_target("cpu"))
 
 
 def build(mod, schedule: bool, stats: schedules.ScheduleStats | None = None, disabled=()):

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runfolder.verdicts import PROGRESS
+
 from ..config import CampaignConfig
 from ..errors import CampaignError, InputError
 from ..records import JobResult, JobStatus, Verdict, VerdictRow
@@ -38,6 +40,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
     """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
     from ..execute import cached_images
+    from ..loading import check_model_isolated
 
     clock = time.perf_counter()
     workers = jobs or config.jobs
@@ -52,6 +55,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
 
         client = connect(scheduler)
     out_dir = Path(out_dir)
+    check_model_isolated(config.model, config.trusted)  # an untrusted file is refused before the run folder
     store = rundir.open_run_folder(out_dir, config)
     try:
         with warnings.catch_warnings():
@@ -120,7 +124,8 @@ def load_paths(config: CampaignConfig) -> tuple[CampaignConfig, Paths]:
 
     # TensorFlow models are converted in a worker: this process may import torchvision later.
     asked = tuple(dict.fromkeys(config.stack_via(s) for s in config.stacks))
-    source, failed_conversions = load_source_isolated(config.model, config.pretrained, config.preset, asked)
+    source, failed_conversions = load_source_isolated(config.model, config.pretrained, config.preset, asked,
+                                                      config.trusted)
     stacks, programs, failed = [], {}, {}
     for stack in config.stacks:
         via = resolve_via(source.framework, config.stack_via(stack), who=f"stack {stack.name!r}")
@@ -156,11 +161,13 @@ def plan_paths(config: CampaignConfig, paths: Paths):
 
 def image_truth(config: CampaignConfig, program, images):
     """The images' class indices, or None without labels; a criterion on accuracy needs them."""
+    from operators.criteria import needs_labels
+
     from ..compare import label_indices
     from ..errors import ConfigError
 
     truth = label_indices(images, program.labels)
-    if truth is None and "accuracy_drop" in config.criterion.metrics:
+    if truth is None and needs_labels(config.criterion):
         raise ConfigError(f"config key 'kill.criterion': {config.criterion} needs labelled images; "
                           f"{config.images!r} has none that name the model's classes")
     return truth
@@ -346,10 +353,7 @@ class Orchestrator:
             self.counts[row.verdict] += 1
 
     def _postfix(self) -> str:
-        c = self.counts
-        return (f"killed={c[Verdict.KILLED]} survived={c[Verdict.SURVIVED]} crashed={c[Verdict.CRASHED]} "
-                f"memory_error={c[Verdict.MEMORY_ERROR]} timed_out={c[Verdict.TIMED_OUT]} "
-                f"build_error={c[Verdict.BUILD_ERROR]}")
+        return " ".join(f"{v.value}={self.counts[v]}" for v in PROGRESS)
 
 
 def check_internal(key: str, artifact: Artifact, result: JobResult, out_dir: Path) -> None:

@@ -9,7 +9,6 @@ cached per worker process by `execute.cached_program`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import faulthandler
 import json
 import os
@@ -64,16 +63,14 @@ def classify_failure(stage: str, err: BaseException) -> tuple[JobStatus, str]:
 
 def _run(job: Job, stage: list) -> JobResult:
     from ..execute import cached_images, input_batch
-    from ..runners import make_runner, parse_variant, variant_program, with_host_cpu
+    from ..runners import make_runner, variant_program, with_host_cpu
 
     fault = faults.fault_for(job)
     stage[0] = RUN  # an injected exception stands for a run that raised
     faults.inject_before_build(fault, job.key)
     stage[0] = SETUP
-    variant = with_host_cpu(parse_variant(job.variant, job.runner), job.host_cpu)
-    if job.options is not None:
-        variant = dataclasses.replace(variant, options=job.options)  # a pass mutant's own options
-    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner)
+    variant = with_host_cpu(job.variant, job.host_cpu)
+    program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner, job.trusted)
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
 
@@ -133,7 +130,7 @@ def _passes_in_processes(job: Job, runner, batch, cached: bool) -> list:
         else:
             runner.executable.export_library(str(folder / "build.so"))
         np.save(folder / "batch.npy", batch)
-        (folder / "job.json").write_text(json.dumps({"variant": job.variant, "runner": job.runner,
+        (folder / "job.json").write_text(json.dumps({"variant": job.variant.canonical, "runner": job.runner,
                                                       "host_cpu": job.host_cpu}))
         out = []
         for number in range(1, job.repeats):
@@ -173,7 +170,7 @@ def _fast_kill_stop(job: Job):
 
 
 def _kernel_key(job: Job, variant) -> tuple:
-    return (job.model, job.pretrained, job.preset, job.variant, job.runner, variant.options.key())
+    return (job.model, job.pretrained, job.preset, job.variant.canonical, job.runner, variant.options.key())
 
 
 def _keep_kernels(job: Job, variant, runner) -> None:

@@ -16,14 +16,6 @@ from ..errors import CampaignError
 from ..records import JobStatus, Verdict, VerdictRow
 
 
-def accuracy_drop(ref_logits, out_logits, truth) -> float:
-    """The original's top-1 accuracy minus the mutant's (NaN without labels)."""
-    if truth is None:
-        return float("nan")
-    with np.errstate(all="ignore"):
-        return float(operators.accuracy(ref_logits, truth) - operators.accuracy(out_logits, truth))
-
-
 def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
     """A mutant whose build failed (build_error), whose run crashed, failed a bounds check
     (memory_error) or timed out: that is its verdict. MutateNN's own failure in the
@@ -72,14 +64,15 @@ def judged_values(ref: dict, out: dict, criterion, truth=None) -> dict:
     """Every catalogue metric of ``out`` against ``ref`` (``logits``/``latencies``), the
     criterion's parameterised terms (``rbo(depth=20)``), the counts of
     `operators.criteria.COUNT_TERMS` and ``flipped_images`` (the indices)."""
-    from operators.criteria import term_values
+    from operators.criteria import count_values, term_values
 
     values = operators.compare_outputs(ref["logits"], out["logits"], ref["latencies"], out["latencies"])
     with np.errstate(all="ignore"):
         values.update(term_values(criterion, ref, out))
         flipped = [int(i) for i in np.flatnonzero(operators.flipped_images(ref["logits"], out["logits"]))]
-    return {**values, "flipped": len(flipped), "accuracy_drop": accuracy_drop(ref["logits"], out["logits"], truth),
-            "flipped_images": flipped}
+    counts = count_values(ref["logits"], out["logits"], truth)
+    counts["flipped"] = len(flipped)  # an integer in the tables
+    return {**values, **counts, "flipped_images": flipped}
 
 
 def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, criterion, truth=None,
@@ -106,7 +99,11 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
         killed, passes_killed = over.killed, over.passes_killed
         reason = f"{shown} in the first pass; {over.note}; killed when {criterion}"
     unstable = artifact.get("unstable_images")
-    values = {k: v for k, v in judged.items() if k in operators.CATALOGUE}  # the catalogue's columns
+    from operators.criteria import COUNT_TERMS
+
+    # The catalogue's columns, and the count terms the criterion read (`tables.count_columns`).
+    values = {k: v for k, v in judged.items() if k in operators.CATALOGUE
+              or (k in COUNT_TERMS and k != "flipped" and k in criterion.metrics)}
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),

@@ -9,6 +9,7 @@ once.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +166,9 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
     fast_kill = config.fast_kill and bool(artifact.pairs) and bool(original_key) and original_key != artifact.key
     return Job(
         key=artifact.key, model=config.model, pretrained=config.pretrained, preset=config.preset,
-        images=config.images, variant=stack.variant_text, runner=runner_ref(stack.runner),
-        operator=artifact.operator, site=artifact.site,
-        program_hash=artifact.program_hash if artifact.operator else "", options=artifact.options,
+        images=config.images, variant=dataclasses.replace(stack.variant, options=artifact.options),
+        runner=runner_ref(stack.runner), operator=artifact.operator, site=artifact.site,
+        program_hash=artifact.program_hash if artifact.operator else "",
         cache_dir=config.build_cache or (str(out_dir / "cache") if config.keep_artifacts else ""),
         log_path=str(out_dir / "logs" / f"{artifact.key}.log"), repeats=config.repeats,
         pairs=tuple(artifact.pairs),
@@ -178,7 +179,7 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
         stack=stack.name, host_cpu=host_cpu_name() if stack.target_name == "cpu" else "",
         repeat_in=config.repeat_in, keep_passes=config.repeats > 1 and _pass_method(config) != "first",
         timing_calls=config.timing.calls if config.timing else 1,
-        threads=config.timing.threads if config.timing else 0,
+        threads=config.timing.threads if config.timing else 0, trusted=config.trusted,
     )
 
 

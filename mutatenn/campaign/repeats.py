@@ -75,35 +75,39 @@ def statistical(criterion, mutant: list[dict], original: list[dict], settings: P
     return PassJudgement(killed, sum(kills), len(kills), head + "; ".join(notes) + " (statistical)")
 
 
-PASS_VERDICTS: dict[str, Callable[..., PassJudgement]] = {
-    "first": first_pass,
-    "majority": majority,
-    "statistical": statistical,
-}
-PASS_VERDICT_TEXT = {
-    "first": "the first pass decides the verdict",
-    "majority": "killed when more than half of the passes kill",
-    "statistical": "killed when the passes differ from the original's own pass-to-pass variation "
-                   "(one-sided Mann-Whitney U p < {significance:g}, Vargha-Delaney A12 >= {effect_size:g}) "
-                   "and the criterion holds on their median",
-}
+@dataclass(frozen=True)
+class PassVerdict:
+    """One way of making a verdict out of N passes: its judge, the least number of passes
+    that gives it a meaning (a majority of two is a unanimity; with 3 passes no exact
+    one-sided U test reaches p < 0.05, 1/C(5,2) = 0.1), and its line in reports."""
+
+    name: str
+    judge: Callable[..., PassJudgement]
+    min_passes: int
+    text: str
+
+
+# The one table of verdicts over passes (`[run] verdict`); a new one is a function and a line.
+PASS_VERDICTS: dict[str, PassVerdict] = {v.name: v for v in (
+    PassVerdict("first", first_pass, 1, "the first pass decides the verdict"),
+    PassVerdict("majority", majority, 3, "killed when more than half of the passes kill"),
+    PassVerdict("statistical", statistical, 4,
+                "killed when the passes differ from the original's own pass-to-pass variation "
+                "(one-sided Mann-Whitney U p < {significance:g}, Vargha-Delaney A12 >= {effect_size:g}) "
+                "and the criterion holds on their median"),
+)}
 
 
 def describe(settings: PassSettings) -> str:
     """One line for reports: how this campaign's passes make a verdict."""
-    return PASS_VERDICT_TEXT[settings.method].format(significance=settings.significance,
-                                                     effect_size=settings.effect_size)
-
-
-# Fewer passes than this cannot give the verdict a meaning: a majority of two is a
-# unanimity, and with 3 passes no exact one-sided U test reaches p < 0.05 (1/C(5,2) = 0.1).
-MIN_PASSES = {"first": 1, "majority": 3, "statistical": 4}
+    return PASS_VERDICTS[settings.method].text.format(significance=settings.significance,
+                                                      effect_size=settings.effect_size)
 
 
 def judge_passes(criterion, mutant: list[dict], original: list[dict], settings: PassSettings) -> PassJudgement:
     """``mutant``: the judged values of each mutant pass against the original's first pass;
     ``original``: the original's passes 2..N against its first (its noise)."""
-    return PASS_VERDICTS[settings.method](criterion, mutant, original, settings)
+    return PASS_VERDICTS[settings.method].judge(criterion, mutant, original, settings)
 
 
 def _term_met(term, mutant, original, settings: PassSettings, notes: list[str]) -> bool:

@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from reports import schema
+from runfolder import schema
 
 from ..build import BuildOptions
 from ..config import CampaignConfig

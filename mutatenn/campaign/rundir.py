@@ -1,5 +1,5 @@
 """The campaign's run folder (docs/RUN-FOLDER.md): opening or resuming it, the stored
-outputs of each build, and every file the report reads, named by `reports.schema`."""
+outputs of each build, and every file the report reads, named by `runfolder.schema`."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from .. import __version__
 from ..compare import image_records
@@ -124,7 +124,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     against = judge_keys(config, originals)
     rows = [VerdictRow.from_store(r) for r in store.verdicts()]
     stored_mutants = store.mutants()
-    verdicts = tables.verdict_table(rows, stored_mutants, stack_order)
+    verdicts = tables.verdict_table(rows, stored_mutants, stack_order, config.criterion)
     scores = tables.score_table(verdicts, stack_order, plan.population)
     judged = {(v.mutant_id, v.stack): v for v in rows if v.verdict.is_judged}
     per_image = tables.per_image_table(verdicts, judged, against, lambda key: load_outputs(out_dir, key)["logits"],
@@ -146,7 +146,8 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
     builds = tables.build_table(plan, built)
     write_csv(out_dir / schema.BUILDS_CSV, builds)
     write_json(out_dir / schema.RUN_JSON, {
-        "kind": "campaign", "model": config.model, "model_name": program.name, "images": config.images,
+        "kind": "campaign", "model": config.model, "model_name": program.name, "model_trusted": config.trusted,
+        "images": config.images,
         "image_count": len(images), "stacks": [s.describe() for s in config.stacks],
         "started": store.get_meta("started"), "finished": store.get_meta("finished") or now(),
         "duration_s": store.get_meta("duration_s"), "mutatenn_version": __version__, "config": config.raw,

@@ -10,15 +10,18 @@ import numpy as np
 import pandas as pd
 
 import operators
-from reports import schema
+from runfolder import schema
 
 from ..records import SCORED, Verdict, VerdictRow
 
 
-def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list[str]) -> pd.DataFrame:
-    """verdicts.csv: one row per mutant × stack, in enumeration then stack order."""
+def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list[str],
+                  criterion=None) -> pd.DataFrame:
+    """verdicts.csv: one row per mutant × stack, in enumeration then stack order; the
+    count terms ``criterion`` reads (`operators.criteria.COUNT_TERMS`) get a column each."""
     info = {m["id"]: m for m in mutants}
-    metrics = operators.CATALOGUE.names()
+    counts = count_columns(criterion)
+    metrics = operators.CATALOGUE.names() + counts
     records = []
     for v in rows:
         m = info.get(v.mutant_id)
@@ -32,7 +35,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
                       _ordinal=m["ordinal"],
                       _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
         records.append(record)
-    columns = schema.verdict_columns(operators.CATALOGUE.describe())
+    columns = schema.verdict_columns(operators.CATALOGUE.describe(), counts)
     frame = pd.DataFrame(records, columns=columns + ["_ordinal", "_stack"])
     frame = frame.sort_values(["_ordinal", "_stack"], kind="stable").drop(columns=["_ordinal", "_stack"])
     frame["flipped"] = frame["flipped"].astype("Int64")
@@ -40,6 +43,15 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
     frame["images_run"] = frame["images_run"].astype("Int64")  # empty: every image (no fast kill)
     frame["passes_killed"] = frame["passes_killed"].astype("Int64")  # empty: the first pass alone judged
     return frame.reset_index(drop=True)
+
+
+def count_columns(criterion) -> list[str]:
+    """The count terms of ``criterion`` that verdicts.csv has no column for yet (``flipped`` always has one)."""
+    from operators.criteria import COUNT_TERMS
+
+    if criterion is None:
+        return []
+    return list(dict.fromkeys(t.metric for t in criterion.terms() if t.metric in COUNT_TERMS and t.metric != "flipped"))
 
 
 def _finite_or_none(value):
@@ -51,7 +63,7 @@ def score_table(verdicts: pd.DataFrame, stack_order: list[str],
     """Verdict counts and mutation score per stack: overall, per operator, per level; each
     score with its 95% Wilson interval, and the mutants taken (``sampled``) out of the sites
     the group's operators have (``population``: stack -> operator -> sites; empty when unknown)."""
-    from reports.campaign import wilson_interval
+    from runfolder.scores import wilson_interval
 
     population = population or {}
     rows = []
@@ -171,26 +183,22 @@ def kill_matrix_table(verdicts: pd.DataFrame, judged: dict, originals: dict[str,
 def image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
     """Per image, whether that image alone meets ``criterion`` (``ref`` / ``out``: logits
     and latencies of the original and the mutant). A criterion of several terms combines
-    its terms' answers (``and``: all, ``or``: any); ``flipped >= N`` is met by one image
-    only for N = 1; ``accuracy_drop`` is never met by one image alone (no labels here)."""
+    its terms' answers (``and``: all, ``or``: any); a count term answers by its own
+    per-image rule (`operators.criteria.COUNT_TERMS`)."""
     from operators.criteria import AllOf, AnyOf, CountTerm
 
     if isinstance(criterion, (AllOf, AnyOf)):
         parts = np.array([image_kills(p, ref, out) for p in criterion.parts])
         return parts.all(axis=0) if isinstance(criterion, AllOf) else parts.any(axis=0)
     if isinstance(criterion, CountTerm):
-        n = len(out["logits"])
-        if criterion.metric != "flipped" or criterion.threshold > 1:
-            return np.zeros(n, dtype=bool)
-        with np.errstate(all="ignore"):
-            return np.asarray(operators.flipped_images(ref["logits"], out["logits"]), dtype=bool)
+        return criterion.image_kills(ref["logits"], out["logits"])
     return _metric_image_kills(criterion, ref, out)
 
 
 def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
-    """One catalogue metric's term per image: the metric's per-image form
-    (``<summary>_per_image`` beside its summary: the summary of one image) gives the
-    values; a metric without one is summarised on each image in turn."""
+    """One catalogue metric's term per image: the metric's declared per-image form
+    (`operators.catalogue.Metric.per_image`) gives the values; a metric without one is
+    summarised on each image in turn."""
     from operators.catalogue import _takes_k
 
     metric = operators.CATALOGUE[criterion.metric]
@@ -202,7 +210,7 @@ def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
         a, b = ref["logits"], out["logits"]
     if len(a) != n or len(b) != n:
         return np.zeros(n, dtype=bool)  # latencies not one per image: no image decides alone
-    per_image = _per_image_form(metric)
+    per_image = metric.per_image
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # a broken mutant's NaN rows are expected here
         params = dict(criterion.params)
@@ -213,15 +221,6 @@ def _metric_image_kills(criterion, ref: dict, out: dict) -> np.ndarray:
         else:
             values = [metric.evaluate(a[i:i + 1], b[i:i + 1], None, None, 5, params) for i in range(n)]
     return np.array([criterion.is_killed({criterion.key: float(x)}) for x in values], dtype=bool)
-
-
-def _per_image_form(metric):
-    """``<name>_per_image`` in the module of the metric's summary function, if there is one."""
-    import sys
-
-    name = getattr(metric.summary, "__name__", "")
-    module = sys.modules.get(getattr(metric.summary, "__module__", "") or "")
-    return getattr(module, f"{name}_per_image", None) if module is not None and name else None
 
 
 class _Top5:

@@ -11,12 +11,28 @@ from ..errors import MutateNNError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="digits, torchvision:NAME, keras:NAME, a .onnx, .pt2, .keras, "
-                   ".h5 or .tflite file, or a SavedModel folder")
+    from ..models.formats import model_forms
+
+    p.add_argument("--model", required=True, help=model_forms())
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"],
                    help="torchvision/Keras weights: from the local cache if there (auto), demanded (require), "
                    "or seeded (never)")
     p.add_argument("--preset", default=None, help="preprocessing preset: imagenet, inception, caffe, raw, tf, pixels")
+    add_trust_arg(p)
+
+
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    """``--trust-model``: the one switch that lets a model file skip its safety check."""
+    p.add_argument("--trust-model", action="store_true",
+                   help="load the model file even if it can run code or reach outside its folder when loaded or run "
+                   "(pickled weights, Lambda layers, file/network/Python ops, custom ops, external data elsewhere): "
+                   "only for files you trust")
+
+
+def _model_help() -> str:
+    from ..models.formats import model_forms
+
+    return model_forms()
 
 
 def _variant_forms() -> list[str]:
@@ -27,11 +43,12 @@ def _variant_forms() -> list[str]:
 
 def _variants_help() -> str:
     """--variants help: every runner's form, the import paths and examples (argparse keeps the lines)."""
+    from ..build.options import options_help
     from ..frameworks import PATHS
 
     paths = "\n".join(f"  {p.name:<13}{'/'.join(p.accepts)} -> {p.form}: {p.summary}" for p in PATHS.values())
     return ("comma-separated variants:\n  " + "\n  ".join(_variant_forms())
-            + "\nevery variant also takes model=FILE (another release of the same model)."
+            + "\noptions (key=value; the same keys as a campaign's [[stacks]]):\n  " + "\n  ".join(options_help())
             + "\nimport paths (via=):\n" + paths
             + '\nexamples: "tflite,onnxruntime(via=tf2onnx),tvm:cpu:O3(via=tflite)"'
             + '  "onnxruntime(via=torch.onnx),tvm:cpu(via=torch.onnx)"')
@@ -81,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(run.reuse); exit 2 when nothing of OLD_RUN can be reused")
     p.add_argument("--reuse-or-fresh", action="store_true",
                    help="with --reuse: when OLD_RUN cannot be reused, say why and run fresh (run.reuse_or_fresh)")
+    add_trust_arg(p)
 
     p = sub.add_parser("export", help="write a campaign's results in a format other tools read: the mutation-"
                        "testing report schema (JSON) or JUnit XML")
@@ -97,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
 
     p = sub.add_parser("mutants", help="list the mutants of a model, or the operator catalogue")
-    p.add_argument("--model", help="digits, torchvision:NAME, keras:NAME, or a model file/folder (as for compare)")
+    p.add_argument("--model", help=_model_help())
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"])
+    add_trust_arg(p)
     p.add_argument("--via", default="", help="the import path of the program to mutate (default: the framework's)")
     p.add_argument("--operators", default=None, help="comma-separated operator names")
     p.add_argument("--level", default=None, help="graph, tir, pass or weight (comma-separated for several)")
@@ -127,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-images", action="store_true", help="run every image, not only those that killed it")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="give up on the worker after SECONDS (default: the campaign's run.timeout)")
+    add_trust_arg(p)
 
     p = sub.add_parser("targets", help="list the named deployment targets")
 

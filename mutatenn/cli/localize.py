@@ -13,17 +13,21 @@ from ..errors import CampaignError, InputError, MutateNNError
 
 def add_arguments(p) -> None:
     """The command's arguments (registered by `mutatenn.cli.build_parser`)."""
+    from ..models.formats import model_forms
+    from . import add_trust_arg
+
     p.add_argument("run_dir", type=Path, nargs="?", default=None,
                    help="a campaign run folder (with --mutant); or give --model, --a, --b and --images")
     p.add_argument("--mutant", default=None, metavar="ID", help="a killed or survived mutant of RUN_DIR to localise")
     p.add_argument("--stack", default=None, help="its stack (default: the run's only stack)")
-    p.add_argument("--model", default=None, help="digits, torchvision:NAME, keras:NAME, or a model file/folder")
+    p.add_argument("--model", default=None, help=model_forms())
     p.add_argument("--a", default=None, metavar="VARIANT", help="the reference variant: tvm:TARGET[:O<level>]"
                    "[(via=PATH, model=FILE, schedule=...)], torch, or onnxruntime[(via=PATH, model=FILE)]")
     p.add_argument("--b", default=None, metavar="VARIANT", help="the variant compared with it")
     p.add_argument("--images", default=None, help="an image folder, or a bundled set: digits, photos (NAME:COUNT)")
     p.add_argument("--image", default=None, metavar="NAME", help="localise on this image only")
     p.add_argument("--pretrained", default="auto", choices=["auto", "require", "never"])
+    add_trust_arg(p)
     p.add_argument("--preset", default=None, help="preprocessing preset (as for compare)")
     p.add_argument("--out", type=Path, default=None, help="output folder, new or empty (default: runs/localize-TIMESTAMP)")
     p.add_argument("--tolerance", type=float, default=None, metavar="T",
@@ -52,7 +56,7 @@ def cmd_localize(args) -> int:
     kwargs = {"run_dir": args.run_dir, "mutant": args.mutant, "stack": args.stack, "model": args.model,
               "a": args.a, "b": args.b, "images": args.images, "pretrained": args.pretrained,
               "preset": args.preset, "image": args.image, "reduce": args.reduce, "repair": args.repair,
-              "full_curve": not args.no_curve,
+              "full_curve": not args.no_curve, "trusted": args.trust_model,
               **{k: (v if v is not None else DEFAULTS[k]) for k, v in options.items()}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # worker-pool and framework chatter; the result says what matters

@@ -33,7 +33,7 @@ def cmd_mutants(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = load_program(args.model, args.pretrained, via=args.via or "")
+        program = load_program(args.model, args.pretrained, via=args.via or "", trusted=args.trust_model)
     operators = _split(args.operators)
     levels = _split(args.level)
     try:

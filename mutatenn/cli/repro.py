@@ -15,6 +15,6 @@ def cmd_repro(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # worker-pool and framework chatter; the result says what matters
         case = open_case(args.run_dir, args.mutant_id, args.stack, all_images=args.all_images)
-        result = reproduce(case, script=args.script, timeout=args.timeout)
+        result = reproduce(case, script=args.script, timeout=args.timeout, trusted=args.trust_model)
     print(format_reproduction(result))
     return 0 if result.reproduced else 1

@@ -20,7 +20,8 @@ def cmd_run(args) -> int:
     run = run_campaign(args.config, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet,
                        report=not args.no_report, fast_kill=True if args.fast_kill else None,
                        build_cache=args.build_cache, share_builds=False if args.no_share_builds else None,
-                       reuse=args.reuse, reuse_or_fresh=True if args.reuse_or_fresh else None)
+                       reuse=args.reuse, reuse_or_fresh=True if args.reuse_or_fresh else None,
+                       trusted=args.trust_model)
     return finish(run, args.fail_under, args.fail_under_bound)
 
 

@@ -30,7 +30,7 @@ def cmd_tune(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrainedWeightsWarning)
-        program = load_program(args.model, args.pretrained, via=via)
+        program = load_program(args.model, args.pretrained, via=via, trusted=getattr(args, "trust_model", False))
     if any(issubclass(w.category, UntrainedWeightsWarning) for w in caught):
         print("note: seeded weights (no pretrained weights cached); schedules do not depend on weights")
     report = tuning.tune(program.mod, target, args.trials, db_dir, max_trials_per_task=per_task,

@@ -13,23 +13,24 @@ torchvision in one process segfaults, so a process imports only what its path ne
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelError, first_line
+from ..models.formats import default_via, framework_name
 from ..program import InputSpec
 
 FORMS = ("exported", "onnx", "tflite")
-FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras", "savedmodel": "TensorFlow SavedModel", "onnx": "ONNX",
-                   "tflite": "TFLite"}
 
 
 @dataclass
 class Source:
     """A model as its framework holds it, before any conversion.
 
-    ``framework`` is ``torch``, ``keras``, ``savedmodel``, ``onnx`` or ``tflite``; ``native``
+    ``framework`` is a key of `mutatenn.models.formats.FRAMEWORKS`; ``native``
     is the framework's object (an ``nn.Module``, a ``keras.Model``, a SavedModel's serving
     function, an ``onnx.ModelProto``, the ``.tflite`` bytes); ``input`` is the framework's
     own input (NCHW for PyTorch and ONNX files, NHWC for TensorFlow models).
@@ -49,7 +50,7 @@ class Source:
 
     @property
     def framework_name(self) -> str:
-        return FRAMEWORK_NAMES.get(self.framework, self.framework)
+        return framework_name(self.framework)
 
 
 @dataclass
@@ -88,9 +89,6 @@ PATHS: dict[str, ImportPath] = {p.name: p for p in (
     ImportPath("tf2onnx", ("keras", "savedmodel", "tflite"), "onnx", "mutatenn.frameworks.tensorflow:to_onnx",
                "tf2onnx (opset 17), then TVM's ONNX frontend"),
 )}
-# The path a framework takes when none is named (the most direct one).
-DEFAULT_VIA = {"torch": "torch.export", "onnx": "onnx", "keras": "tflite", "savedmodel": "tflite",
-               "tflite": "tflite"}
 
 
 def check_via_name(via: str, where: str) -> None:
@@ -102,17 +100,17 @@ def check_via_name(via: str, where: str) -> None:
 def resolve_via(source_framework: str, via: str, forms: tuple[str, ...] = FORMS, who: str = "tvm") -> str:
     """The path a runner takes for a source: ``via`` checked against the framework and the
     forms the runner runs, or the default for the framework when ``via`` is empty."""
-    name = FRAMEWORK_NAMES.get(source_framework, source_framework)
+    name = framework_name(source_framework)
     if via:
         check_via_name(via, f"variant {who!r}")
         path = PATHS[via]
         if source_framework not in path.accepts:
-            accepted = ", ".join(FRAMEWORK_NAMES[f] for f in path.accepts)
+            accepted = ", ".join(framework_name(f) for f in path.accepts)
             raise InputError(f"{who}: import path {via!r} takes a {accepted} model, not a {name} model")
         if path.form not in forms:
             raise InputError(f"{who}: import path {via!r} gives a {path.form} model; {who} runs {'/'.join(forms)}")
         return via
-    default = DEFAULT_VIA.get(source_framework, "")
+    default = default_via(source_framework)  # `mutatenn.models.formats.FRAMEWORKS`
     if default and PATHS[default].form in forms:
         return default
     for path in PATHS.values():
@@ -170,3 +168,19 @@ def import_form(form: Form, spec: str):
         raise
     except Exception as err:  # an op the frontend lacks, a shape it cannot infer, ...
         raise ModelError(stage_message("import", f"TVM {form.kind} frontend, via {form.via}", spec, err)) from None
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """Pretrained weights were not in the local cache; seeded weights are used instead."""
+
+
+def untrained(name: str, file: Path, pretrained: str, seed: int) -> str:
+    """Pretrained weights absent from the local cache: refuse when demanded, else warn and
+    say so (the note is kept with the results)."""
+    if pretrained == "require":
+        raise ModelError(f"pretrained weights for {name} are not in the local cache: expected {file} "
+                         "(MutateNN never downloads; place the file there)")
+    message = (f"{name}: pretrained weights not found at {file}; using seeded random weights "
+               f"(seed {seed}). Label comparisons on untrained weights are weak evidence.")
+    warnings.warn(message, UntrainedWeightsWarning, stacklevel=3)
+    return message

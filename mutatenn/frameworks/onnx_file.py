@@ -10,7 +10,7 @@ from . import Form, Source, stage_message
 DEFAULT_HW = 224
 
 
-def load_onnx(spec: str, pretrained: str) -> Source:
+def load_onnx(spec: str, pretrained: str, trusted: bool = False) -> Source:
     import onnx
 
     path = Path(spec)

@@ -17,7 +17,7 @@ TORCHVISION_MODELS = (
 SEED = 0
 
 
-def load_digits(spec: str, pretrained: str) -> Source:
+def load_digits(spec: str, pretrained: str, trusted: bool = False) -> Source:
     from ..models import digits
 
     return source_from_module(digits.load_trained(), (1, 1, 8, 8), name="digits-cnn", spec="digits",
@@ -48,9 +48,9 @@ def torchvision_weights_file(name: str) -> tuple[Path, object]:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name, weights
 
 
-def load_torchvision(spec: str, pretrained: str) -> Source:
+def load_torchvision(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """``torchvision:NAME``: weights from torch's local cache, else seeded (never downloaded)."""
-    from ..loading import untrained
+    from . import untrained
 
     name = spec.split(":", 1)[1]
     if name not in TORCHVISION_MODELS:
@@ -74,7 +74,7 @@ def load_torchvision(spec: str, pretrained: str) -> Source:
     return source
 
 
-def load_pt2(spec: str, pretrained: str) -> Source:
+def load_pt2(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """A saved ``torch.export`` program (``.pt2``)."""
     import torch
 

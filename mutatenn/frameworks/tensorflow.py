@@ -15,7 +15,7 @@ import re
 import warnings
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..program import InputSpec, guess_layout
 from . import Form, Source, stage_message
 
@@ -54,9 +54,9 @@ def imagenet_labels() -> list[str]:
     return (Path(__file__).parent.parent / "data" / "imagenet_classes.txt").read_text().splitlines()
 
 
-def load_keras_application(spec: str, pretrained: str) -> Source:
+def load_keras_application(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """``keras:NAME``: built with seeded weights, then the cached pretrained ones when present."""
-    from ..loading import untrained
+    from . import untrained
 
     name = spec.split(":", 1)[1]
     if name not in KERAS_MODELS:
@@ -76,20 +76,28 @@ def load_keras_application(spec: str, pretrained: str) -> Source:
                   preset, imagenet_labels(), notes)
 
 
-def load_keras_file(spec: str, pretrained: str) -> Source:
-    """A Keras 3 model saved as ``.keras`` or ``.h5``."""
+def load_keras_file(spec: str, pretrained: str, trusted: bool = False) -> Source:
+    """A Keras 3 model saved as ``.keras`` or ``.h5``. Keras' safe mode (no Lambda layer
+    bytecode, no object from outside Keras) stays on unless the user trusts the file."""
     quiet_tensorflow()
     import keras
 
     try:
         with _silenced():
-            model = keras.models.load_model(spec, compile=False)
+            model = keras.models.load_model(spec, compile=False, safe_mode=not trusted)
     except Exception as err:
+        if "safe_mode" in str(err):  # Keras' own refusal: said as MutateNN's other refusals are
+            from ..errors import UntrustedModelError
+            from ..models.safety import TRUST_HINT
+
+            raise UntrustedModelError(f"model {spec!r} (Keras file) refused as untrusted: Keras' safe mode "
+                                      f"refused it ({first_line(err, 160)}); pass {TRUST_HINT} if you trust this "
+                                      "file: trusting it allows running its Python code") from None
         raise ModelError(stage_message("load", "Keras", spec, err)) from None
     return _keras_source(spec, model, "keras")
 
 
-def load_saved_model(spec: str, pretrained: str) -> Source:
+def load_saved_model(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """A SavedModel folder: its serving signature (``serving_default`` or ``serve``)."""
     quiet_tensorflow()
     import tensorflow as tf
@@ -129,7 +137,7 @@ class _SavedModelCall:
         return next(iter(out.values())).numpy()
 
 
-def load_tflite(spec: str, pretrained: str) -> Source:
+def load_tflite(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """A ``.tflite`` file: its one input and output read from the interpreter."""
     data = Path(spec).read_bytes()
     try:

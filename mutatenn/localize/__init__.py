@@ -23,17 +23,17 @@ DEFAULTS = {"tolerance": DEFAULT_TOLERANCE, "per_round": DEFAULT_PER_ROUND, "max
 def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=None, b=None, images=None,
                      pretrained="auto", preset=None, image=None, tolerance=DEFAULT_TOLERANCE,
                      per_round=DEFAULT_PER_ROUND, max_images=DEFAULT_MAX_IMAGES, full_curve=True, reduce=False,
-                     repair=False, out_dir: Path | None = None, prepare: Callable[[], Path] | None = None
-                     ) -> Localization:
+                     repair=False, out_dir: Path | None = None, prepare: Callable[[], Path] | None = None,
+                     trusted=False) -> Localization:
     """The whole command: open the two sides (every input checked), prepare the output
     folder, localise, then optionally repair and reduce, and write the results."""
     from ..outputs import prepare_out_dir
     from .report import write_results
 
     if run_dir is not None:
-        pairing = open_mutant(Path(run_dir), mutant, stack)
+        pairing = open_mutant(Path(run_dir), mutant, stack, trusted)
     else:
-        pairing = open_variants(model, a, b, images, pretrained, preset, image)
+        pairing = open_variants(model, a, b, images, pretrained, preset, image, trusted)
     if repair and pairing.same_program:
         from ..errors import InputError
 

@@ -91,3 +91,14 @@ def _folded(graph: LayerGraph, layers: list[Layer], paired: set[str]) -> set[str
             if graph[name].kind not in FOLD_TARGETS:
                 stack += [r for r in graph[name].reads if r in graph.by_name and graph[r].data_dependent]
     return out
+
+
+def drop_background(pairing, role: str, values: np.ndarray) -> np.ndarray:
+    """``values`` of side ``role`` without the background class (column 0 of the last axis)
+    when that side has one; a tensor of another width is returned as it is. ``pairing``:
+    the two opened sides (`session.Pairing`: ``a``, ``b`` and ``background``)."""
+    if pairing.background != role:
+        return values
+    other = pairing.b if role == "a" else pairing.a
+    classes = other.graph[other.graph.output].shape[-1]
+    return values[..., 1:] if values.shape[-1] == classes + 1 else values

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from .align import drop_background
 from .divergence import measure
 from .layers import Layer, LayerGraph, hyperparameters, layer_graph, with_attr
 
@@ -230,7 +231,6 @@ def set_attribute(mod, binding: str, key: str, value):
 
 def analyse_and_repair(loc) -> ConversionReport:
     """Every difference of the conversion, the repairs applied to B, and B run again."""
-    from .session import drop_background
 
     pairing = loc.pairing
     if pairing.same_program:

@@ -175,7 +175,7 @@ def _note(loc, r: Reduction) -> str:
     mine = ", ".join(f"`{f}`" for f in r.files if f.startswith(SUBGRAPH))
     theirs = ", ".join(f"`{f}`" for f in r.files if f.startswith(REFERENCE))
     relax = "(`.py`: Relax text; `.json`: `tvm.ir.load_json`, constants included)" if ".json" in mine else ""
-    built = f" with build options {p.b.variant.options.label()}" if p.b.variant.options is not None else ""
+    built = f" with build options {p.b.variant.options.label()}" if p.b.variant.target is not None else ""
     return (f"# A minimal failing subgraph\n\nA: {p.a.text}\nB: {p.b.text} (model {p.model})\n\n"
             f"{mine}{' ' + relax if relax else ''}: B's {', '.join(r.bindings)} as a program of its own. It takes {inputs} "
             f"(one row per image, batch 1 per call: A's activations there) and returns B's `{r.output}`.\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .align import CONVERSION, SAME_PROGRAM, Pair, align
+from .align import CONVERSION, SAME_PROGRAM, Pair, align, drop_background
 from .capture import Tap, tap_class
 from .divergence import DEFAULT_PER_ROUND, DEFAULT_TOLERANCE, Localizer, Search, measure
 from .layers import LayerGraph
@@ -89,7 +89,7 @@ class Localization:
 
 # ---------------------------------------------------------------- opening the two sides
 def open_variants(model: str, a_text: str, b_text: str, images_spec: str, pretrained: str = "auto",
-                  preset: str | None = None, image: str | None = None) -> Pairing:
+                  preset: str | None = None, image: str | None = None, trusted: bool = False) -> Pairing:
     """Two TVM variants of one model (two stacks, two import paths, another release)."""
     from ..compare import variant_sources
     from ..execute import cached_images
@@ -106,8 +106,8 @@ def open_variants(model: str, a_text: str, b_text: str, images_spec: str, pretra
     check_image(image, images_spec, list(images.names))
     framework = source_framework(model)
     vias = tuple(runner_class(v.kind).resolve_via(v, framework) for v in (a_var, b_var)) if framework else ()
-    source, _ = load_source_isolated(model, pretrained, preset, vias=tuple(filter(None, vias)))
-    sources = variant_sources(source, [a_var, b_var], pretrained)
+    source, _ = load_source_isolated(model, pretrained, preset, vias=tuple(filter(None, vias)), trusted=trusted)
+    sources = variant_sources(source, [a_var, b_var], pretrained, trusted)
     a, b = (Side(role, v.text, v, _program(sources[v.text], v)) for role, v in (("a", a_var), ("b", b_var)))
     background = _check_one_model(a, b)
     same = (a.program.spec == b.program.spec and a.program.via == b.program.via
@@ -145,9 +145,10 @@ def _check_one_model(a: Side, b: Side) -> str:
 JUDGED_ONLY = "localize compares the outputs of killed and survived mutants"
 
 
-def open_mutant(run_dir: Path, mutant_id: str, stack: str | None) -> Pairing:
+def open_mutant(run_dir: Path, mutant_id: str, stack: str | None, trusted: bool = False) -> Pairing:
     """A campaign's original (A) and mutant (B) on one stack, on the images that killed it
-    (a survived mutant: every image; its outputs may still differ below the kill criterion)."""
+    (a survived mutant: every image; its outputs may still differ below the kill criterion).
+    The model is trusted when the campaign's config trusted it, or ``trusted``."""
     from ..campaign.job import MutantMismatch, rebuild_mutant
     from ..execute import cached_images, cached_program
     from ..repro import open_case
@@ -164,7 +165,8 @@ def open_mutant(run_dir: Path, mutant_id: str, stack: str | None) -> Pairing:
     config = case.config
     base = parse_variant(case.stack.variant_text)
     tap_class(base, "stack")
-    program = cached_program(config.model, config.pretrained, config.preset, case.stack.via, True)
+    program = cached_program(config.model, config.pretrained, config.preset, case.stack.via, True,
+                             trusted or config.trusted)
     pass_mutant = bool(json.loads(case.mutant.get("build_options") or "{}"))  # changes the build only
     try:
         mod = None if pass_mutant else rebuild_mutant(program, case.mutant["operator"], int(case.mutant["site_index"]),
@@ -216,16 +218,6 @@ def localize(pairing: Pairing, image: str | None = None, tolerance: float = DEFA
     builds = sum(t.builds for t in taps)
     return Localization(pairing, pairs, search, rows, len(disagree), tolerance, per_round, output_rel, builds,
                         sum(t.build_s for t in taps), notes, taps=tuple(taps), outputs=(out_a, out_b))
-
-
-def drop_background(pairing: Pairing, role: str, values: np.ndarray) -> np.ndarray:
-    """``values`` of side ``role`` without the background class (column 0 of the last axis)
-    when that side has one; a tensor of another width is returned as it is."""
-    if pairing.background != role:
-        return values
-    other = pairing.b if role == "a" else pairing.a
-    classes = other.graph[other.graph.output].shape[-1]
-    return values[..., 1:] if values.shape[-1] == classes + 1 else values
 
 
 def check_image(image: str | None, images_spec: str, names: list[str]) -> None:

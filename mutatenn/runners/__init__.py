@@ -96,14 +96,15 @@ def parse_variant_list(text: str) -> list[Variant]:
     return out
 
 
-def variant_program(variant: Variant, spec: str, pretrained: str, preset: str | None, ref: str | None = None):
+def variant_program(variant: Variant, spec: str, pretrained: str, preset: str | None, ref: str | None = None,
+                    trusted: bool = False):
     """The program a variant's runner needs: the source converted along its import path, and
     imported into Relax only for runners that build (cached per worker process)."""
-    from ..execute import cached_program, cached_source
+    from ..loading import cached_program, cached_source
 
     cls = runner_class(ref or runner_ref(variant.kind))
-    via = cls.resolve_via(variant, cached_source(spec, pretrained, preset).framework)
-    return cached_program(spec, pretrained, preset, via, cls.builds)
+    via = cls.resolve_via(variant, cached_source(spec, pretrained, preset, trusted).framework)
+    return cached_program(spec, pretrained, preset, via, cls.builds, trusted)
 
 
 def program_for(variant: Variant, program, ref: str | None = None):

@@ -41,46 +41,59 @@ class RunOutput:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of deploying a program: a runner name plus its parsed options.
+    """One way of deploying a program: a runner name plus its options.
 
     ``text`` is what the user wrote (``tvm:cpu:O3``, ``torch``); ``kind`` is the runner's
-    name in the table; ``target`` and ``options`` are set by runners that build (TVM).
+    name in the table; ``target`` is set by runners that build (TVM); ``options`` holds
+    every build option of the schema (`mutatenn.build.options`), each runner honouring
+    the ones it takes. A job carries the Variant itself, so nothing is lost on the way.
     """
 
     text: str
     kind: str
     target: Any = None  # mutatenn.build.Target
-    options: Any = None  # mutatenn.build.BuildOptions
+    options: Any = None  # mutatenn.build.BuildOptions (the defaults when None is given)
     via: str = ""  # the import path (`mutatenn.frameworks.PATHS`); empty: the framework's default
     model: str = ""  # another file of the same model (another framework's release); empty: the compared model
 
+    def __post_init__(self):
+        if self.options is None:
+            from ..build.options import BuildOptions
 
-ANY_VALUE = "*"  # an option that takes any non-empty value (a model path)
-COMMON_OPTIONS = {"model": ANY_VALUE}  # options every runner takes
+            object.__setattr__(self, "options", BuildOptions())
+
+    @property
+    def canonical(self) -> str:
+        """The variant written out in full (every option not at its default): parsing it
+        gives this variant again, so it names the build wherever a text is needed."""
+        from ..build.options import options_text
+
+        head = self.kind
+        if self.target is not None:
+            head += f":{self.target.name}:O{self.options.opt_level}"
+        inside = options_text(self.options, {"via": self.via, "model": self.model})
+        return f"{head}({inside})" if inside else head
 
 
-def parse_options(text: str, rest: str, allowed: dict) -> dict:
-    """``(key=value, ...)`` options of a variant, each key in ``allowed`` (key -> the values
-    it takes, None: any import path name, `ANY_VALUE`: anything); one TargetError line for
-    anything else."""
-    from ..frameworks import PATHS
+def parse_options(text: str, rest: str, runner_cls) -> tuple[dict, dict]:
+    """``(build option fields, program options)`` of a variant's ``(key=value, ...)``, each
+    key an option of the schema that ``runner_cls`` takes; one TargetError line otherwise."""
+    from ..build.options import OptionError, options_from_text
 
     if not (rest.startswith("(") and rest.endswith(")")):
         raise TargetError(f"variant {text!r}: expected NAME or NAME(key=value, ...)")
-    options = {}
-    for item in filter(None, (part.strip() for part in rest[1:-1].split(","))):
-        key, eq, value = (x.strip() for x in item.partition("="))
-        if not eq or key not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise TargetError(f"variant {text!r}: unknown option {item!r} (known: {known})")
-        values = allowed[key] if allowed[key] is not None else tuple(PATHS)
-        if values == ANY_VALUE:
-            if not value:
-                raise TargetError(f"variant {text!r}: {key}= needs a value")
-        elif value not in values:
-            raise TargetError(f"variant {text!r}: {key} must be one of {', '.join(values)}, not {value!r}")
-        options[key] = value
-    return options
+    try:
+        return options_from_text(text, rest[1:-1], runner_cls)
+    except OptionError as err:
+        raise TargetError(str(err)) from None
+
+
+def make_variant(text: str, runner_cls, fields: dict, program: dict, target=None) -> Variant:
+    """The Variant for parsed options (one InputError line for options the schema refuses)."""
+    from ..build.options import BuildOptions
+
+    return Variant(text, runner_cls.name, target, BuildOptions(**fields), via=program.get("via", ""),
+                   model=program.get("model", ""))
 
 
 class Runner:
@@ -110,21 +123,21 @@ class Runner:
         default: ``NAME``, ``NAME(model=FILE)`` or, for runners of converted forms, ``NAME(via=PATH)``."""
         if not rest:
             return Variant(text, cls.name)
-        options = parse_options(text, rest, {**COMMON_OPTIONS, **({"via": None} if cls.forms else {})})
-        return Variant(text, cls.name, via=options.get("via", ""), model=options.get("model", ""))
+        return make_variant(text, cls, *parse_options(text, rest, cls))
 
     @classmethod
     def resolve_via(cls, variant: Variant, framework: str) -> str:
         """The import path this runner takes for a model of ``framework`` ("" when it runs
         the source model itself); one clear InputError when it cannot run that model."""
-        from ..frameworks import FRAMEWORK_NAMES, resolve_via
+        from ..frameworks import resolve_via
+        from ..models.formats import framework_name
 
         if cls.forms:
             return resolve_via(framework, variant.via, cls.forms, variant.text)
         if cls.frameworks and framework not in cls.frameworks:
-            wanted = " or ".join(FRAMEWORK_NAMES[f] for f in cls.frameworks)
+            wanted = " or ".join(framework_name(f) for f in cls.frameworks)
             raise InputError(f"variant {variant.text!r} needs a {wanted} model; this is a "
-                             f"{FRAMEWORK_NAMES.get(framework, framework)} model")
+                             f"{framework_name(framework)} model")
         return ""
 
     @classmethod

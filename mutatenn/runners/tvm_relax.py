@@ -9,8 +9,6 @@ from pathlib import Path
 
 from ..build import (
     DEFAULT_OPT_LEVEL,
-    SCHEDULES,
-    BuildOptions,
     BuildStats,
     SharedBuild,
     build_artifact,
@@ -19,15 +17,14 @@ from ..build import (
     parse_target,
 )
 from ..errors import InputError, TargetError, first_line
-from .base import COMMON_OPTIONS, Runner, Variant, parse_options
+from .base import Runner, Variant, make_variant, parse_options
 
 _OPT_SUFFIX = re.compile(r"^(?P<target>[^()]+?)(?::O(?P<level>\d))?(?:\((?P<options>[^()]*)\))?$")
-OPTION_KEYS = {"schedule": SCHEDULES, "via": None, **COMMON_OPTIONS}  # None: any import path name
 
 
 class TVMRunner(Runner):
     name = "tvm"
-    syntax = "tvm:TARGET[:O<level>][(schedule=none|default|tuned, via=PATH)]"
+    syntax = "tvm:TARGET[:O<level>][(key=value, ...)]"
     builds = True
     forms = ("exported", "onnx", "tflite")
 
@@ -40,19 +37,27 @@ class TVMRunner(Runner):
 
     @classmethod
     def parse(cls, text: str, rest: str) -> Variant:
+        """``TARGET[:O<level>][(key=value, ...)]``: the options are the schema's
+        (`mutatenn.build.options.OPTIONS`), the same keys a campaign stack takes."""
+        from ..build.options import OptionError
+
         match = _OPT_SUFFIX.match(rest)
         if not rest or not match:
             raise TargetError(f"variant {text!r}: expected {cls.syntax}")
-        level = int(match["level"]) if match["level"] is not None else DEFAULT_OPT_LEVEL
-        if level > 3:
-            raise TargetError(f"variant {text!r}: opt level must be O0..O3")
         target = parse_target(match["target"])
-        options = parse_options(text, f"({match['options'] or ''})", OPTION_KEYS)
-        via, model = options.pop("via", ""), options.pop("model", "")
-        if options.get("schedule") == "tuned" and target.spec["kind"] != "llvm":
-            raise TargetError(f"variant {text!r}: tuned schedules are for CPU (LLVM) targets only")
-        return Variant(text, cls.name, target, BuildOptions(opt_level=level, **options), via=via,
-                       model=model)
+        fields, program = parse_options(text, f"({match['options'] or ''})", cls)
+        if match["level"] is not None:
+            if "opt_level" in fields:
+                raise TargetError(f"variant {text!r}: give the opt level once (:O<level> or opt_level=)")
+            fields["opt_level"] = int(match["level"])
+        if fields.get("opt_level", DEFAULT_OPT_LEVEL) > 3:
+            raise TargetError(f"variant {text!r}: opt level must be O0..O3")
+        try:
+            variant = make_variant(text, cls, fields, program, target)
+            variant.options.check_target(target)
+        except (OptionError, InputError) as err:
+            raise TargetError(f"variant {text!r}: {err}") from None
+        return variant
 
     @classmethod
     def preflight(cls, variant: Variant) -> None:

@@ -1,9 +1,6 @@
-"""The run-folder contract (docs/RUN-FOLDER.md): the words and columns the engine writes
-and the report reads, by name.
-
-It lives in ``reports/`` because the arrows run downward: the engine (``mutatenn``) may
-import this package, but ``reports`` must not import the engine. Nothing here imports
-anything heavier than the standard library.
+"""The run-folder contract (docs/RUN-FOLDER.md): the files and columns the engine writes
+and the report reads, by name. The verdict words and their attributes are the verdict
+table (`runfolder.verdicts`).
 
 The comparison metrics are not listed here: the writer records them in ``run.json``
 (``metrics``: name, title, direction, scale, doc, taken from the comparison-operator
@@ -13,33 +10,10 @@ reaches every table and the report without touching this file.
 from __future__ import annotations
 
 import re
-from enum import Enum
 
+from .verdicts import SCORED, SCORED_NAMES, VERDICT_NAMES, Verdict
 
-class Verdict(str, Enum):
-    """The fate of one mutant on one stack."""
-
-    KILLED = "killed"
-    SURVIVED = "survived"
-    CRASHED = "crashed"  # the worker process died, or the run raised
-    MEMORY_ERROR = "memory_error"  # a bounds check (`mutatenn.bounds`) caught an access outside a buffer
-    TIMED_OUT = "timed_out"
-    BUILD_ERROR = "build_error"  # the compiler refused the mutant: counted apart, like non_viable
-    NON_VIABLE = "non_viable"
-    EQUIVALENT = "equivalent"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def is_judged(self) -> bool:
-        """The mutant ran to the end and was compared with the original."""
-        return self in (Verdict.KILLED, Verdict.SURVIVED)
-
-
-SCORED = (Verdict.KILLED, Verdict.SURVIVED, Verdict.CRASHED, Verdict.MEMORY_ERROR, Verdict.TIMED_OUT)
-VERDICT_NAMES = tuple(v.value for v in Verdict)
-SCORED_NAMES = tuple(v.value for v in SCORED)
+__all__ = ["SCORED", "SCORED_NAMES", "VERDICT_NAMES", "Verdict"]
 
 # ---------------------------------------------------------------- files
 RUN_JSON = "run.json"
@@ -106,9 +80,10 @@ def metric_names(metrics: list[dict]) -> list[str]:
     return [m["name"] for m in metrics]
 
 
-def verdict_columns(metrics: list[dict]) -> list[str]:
-    """verdicts.csv: mutant and stack, verdict, every metric, then flips, timings, log, stability."""
-    return [*VERDICT_HEAD, *metric_names(metrics), *VERDICT_TAIL]
+def verdict_columns(metrics: list[dict], counts: list[str] = ()) -> list[str]:
+    """verdicts.csv: mutant and stack, verdict, every metric, the count terms the kill
+    criterion reads (beyond ``flipped``), then flips, timings, log, stability."""
+    return [*VERDICT_HEAD, *metric_names(metrics), *counts, *VERDICT_TAIL]
 
 
 def comparison_columns(metrics: list[dict]) -> list[str]:
