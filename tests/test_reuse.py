@@ -47,7 +47,6 @@ def test_a_changed_criterion_reuses_the_builds_but_judges_again(digits_campaign,
     assert all((new.loc[judged, "cosine"] < 0.999) == (new.loc[judged, "verdict"] == "killed"))
 
 
-@pytest.mark.slow
 def test_an_added_stack_builds_only_its_pairs_and_judges_as_a_fresh_run(digits_campaign, tmp_path):
     raw = _config()
     raw["stacks"].append({"name": "cpu-O0", "target": "cpu", "opt_level": 0})
@@ -103,7 +102,6 @@ def test_a_folder_that_cannot_be_reused_is_one_line_and_exit_2(digits_campaign, 
     assert not (tmp_path / "new" / "verdicts.csv").exists()
 
 
-@pytest.mark.slow
 def test_a_changed_image_set_reuses_nothing_and_reuse_or_fresh_runs_fresh(digits_campaign, tmp_path):
     raw = _config(**{"images.spec": "digits:12"})
     changed = api.run_campaign(raw, out=tmp_path / "changed", reuse=digits_campaign, report=False)
