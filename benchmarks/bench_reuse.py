@@ -63,6 +63,15 @@ def main() -> int:
         a = fresh.verdicts.set_index(key)["verdict"]
         b = reused.verdicts.set_index(key)["verdict"].reindex(a.index)
         same = int((a == b).sum())
+        # The same pairs run twice with nothing reused (the first run and the fresh one, on
+        # the two stacks both have): how often a verdict differs between two fresh runs.
+        c = first.verdicts.set_index(key)["verdict"]
+        twice = int((a.reindex(c.index) == c).sum())
+        unstable = fresh.verdicts.set_index(key)["unstable"].reindex(a.index)
+        differ = [f"{m}@{st}: fresh {a[(m, st)]}, reused {b[(m, st)]}"
+                  f"{' (unstable in the fresh run)' if unstable[(m, st)] == 1 else ''}"
+                  f"{'; first run ' + c[(m, st)] if (m, st) in c.index else ''}"
+                  for m, st in a.index[a != b]]
         added_pairs = int((fresh.verdicts["stack"] == ADDED["name"]).sum())
         mutants = len(fresh.mutants)
     lines = [
@@ -82,7 +91,9 @@ def main() -> int:
         f"| fresh | {fresh_built} | 0 | {fresh_s:.1f} s |",
         f"| `--reuse` of the 2-stack run | {reused_built} | {reused_n} | {reused_s:.1f} s |",
         "",
-        f"Verdicts equal pair for pair: {same} of {len(a)} (mutant x stack pairs).",
+        f"Verdicts equal pair for pair: {same} of {len(a)} (mutant x stack pairs). For scale, two fresh runs "
+        f"(the first run and the fresh one, on cpu-O0 and cpu-O2) agree on {twice} of {len(c)}.",
+        *(f"- differs: {line}" for line in differ),
         f"Time saved: {fresh_s - reused_s:.1f} s ({100 * (1 - reused_s / fresh_s):.0f}%); "
         f"builds saved: {fresh_built - reused_built}.",
     ]
