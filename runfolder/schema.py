@@ -45,7 +45,10 @@ BUILD_COLUMNS = ["artifact", "program", "stack", "status", "build_s", "run_s", "
                  "untouched", "tuned_hits", "tuned_misses", "kernels_compiled", "kernels_reused", "settles"]
 LATENCY_COLUMNS = ["latency_ms_median", "latency_ms_p10", "latency_ms_p90"]
 COMPARISON_HEAD = ["variant", "baseline"]
-COMPARISON_TAIL = ["path", "latency_flag", "accuracy", "build_s", "error"]
+# What each variant costs: its compression, the threads it ran on, its deployable size and
+# parameter counts (nonzeros: what a sparse format would store).
+COST_COLUMNS = ["compression", "threads", "size_bytes", "parameters", "nonzeros"]
+COMPARISON_TAIL = ["path", "latency_flag", "accuracy", *COST_COLUMNS, "build_s", "error"]
 PAIRWISE_HEAD = ["variant_a", "variant_b"]
 COMPARISON_PER_IMAGE_COLUMNS = ["image", "label", "variant", "top1", "top1_score", "top5",
                                 "agrees_with_baseline", "latency_ms"]
