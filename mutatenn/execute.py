@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError, first_line
 from .images import ImageSet, load_image_set, preprocess
-from .loading import load_source, program_from_source
+from .loading import cached_program, cached_source  # noqa: F401 - the caches live with loading
 from .program import Program
 from .runners import RunOutput, Variant, make_runner, parse_variant, program_for, variant_program
 
@@ -50,25 +50,6 @@ def runner_artifact(runner) -> dict:
         return runner.artifact()
     except Exception:  # noqa: BLE001 - a missing figure leaves its column empty
         return {}
-
-
-@functools.lru_cache(maxsize=4)
-def cached_source(spec: str, pretrained: str, preset: str | None, trusted: bool = False):
-    """Worker processes load each model once, whatever paths its jobs take (an untrusted
-    file passes its safety check first, as in the coordinator)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_source(spec, pretrained, preset, trusted)
-
-
-@functools.lru_cache(maxsize=8)
-def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True,
-                   trusted: bool = False) -> Program:
-    """Worker processes convert and import each (model, import path) once and reuse it for
-    every job; ``relax=False``: converted only (native runners)."""
-    return program_from_source(cached_source(spec, pretrained, preset, trusted), via, relax)
 
 
 @functools.lru_cache(maxsize=4)

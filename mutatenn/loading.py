@@ -10,12 +10,13 @@ process segfaults, so each framework is imported only by the path that needs it.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from importlib import import_module
 from pathlib import Path
 
 from .errors import ModelError
-from .frameworks import Source, convert, import_form, resolve_via
+from .frameworks import Source, UntrainedWeightsWarning, convert, import_form, resolve_via, untrained  # noqa: F401
 from .frameworks.pytorch import SEED, TORCHVISION_MODELS, source_from_module, torchvision_weights_file
 from .frameworks.relax_import import output_classes
 from .frameworks.tensorflow import KERAS_MODELS
@@ -26,10 +27,6 @@ from .program import Program
 __all__ = ["PRETRAINED_CHOICES", "TORCHVISION_MODELS", "KERAS_MODELS", "SEED", "UntrainedWeightsWarning",
            "load_source", "load_program", "program_from_torch", "program_from_source", "torchvision_weights_file"]
 PRETRAINED_CHOICES = ("auto", "require", "never")
-
-
-class UntrainedWeightsWarning(UserWarning):
-    """Pretrained weights were not in the local cache; seeded weights are used instead."""
 
 
 def load_source(spec: str, pretrained: str = "auto", preset: str | None = None, trusted: bool = False) -> Source:
@@ -121,7 +118,6 @@ def _source_job(spec: str, pretrained: str, preset: str | None, vias: tuple[str,
     import dataclasses
 
     from .errors import InputError
-    from .execute import cached_source
 
     try:
         source = cached_source(spec, pretrained, preset, trusted)
@@ -169,20 +165,28 @@ def program_from_torch(model, input_shape: tuple[int, ...], name: str = "torch-m
     return program_from_source(source)
 
 
-def untrained(name: str, file: Path, pretrained: str, seed: int) -> str:
-    """Pretrained weights absent from the local cache: refuse when demanded, else warn and
-    say so (the note is kept with the results)."""
-    if pretrained == "require":
-        raise ModelError(f"pretrained weights for {name} are not in the local cache: expected {file} "
-                         "(MutateNN never downloads; place the file there)")
-    message = (f"{name}: pretrained weights not found at {file}; using seeded random weights "
-               f"(seed {seed}). Label comparisons on untrained weights are weak evidence.")
-    warnings.warn(message, UntrainedWeightsWarning, stacklevel=3)
-    return message
-
-
 def _check_path(path: Path, folder: bool) -> None:
     if not path.exists():
         raise ModelError(f"model {'folder' if folder else 'file'} {str(path)!r} does not exist")
     if not folder and not path.is_file():
         raise ModelError(f"model path {str(path)!r} is not a file")
+
+
+# ---------------------------------------------------------------- caches of a worker process
+@functools.lru_cache(maxsize=4)
+def cached_source(spec: str, pretrained: str, preset: str | None, trusted: bool = False):
+    """Worker processes load each model once, whatever paths its jobs take (an untrusted
+    file passes its safety check first, as in the coordinator)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_source(spec, pretrained, preset, trusted)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_program(spec: str, pretrained: str, preset: str | None, via: str = "", relax: bool = True,
+                   trusted: bool = False) -> Program:
+    """Worker processes convert and import each (model, import path) once and reuse it for
+    every job; ``relax=False``: converted only (native runners)."""
+    return program_from_source(cached_source(spec, pretrained, preset, trusted), via, relax)

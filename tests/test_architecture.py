@@ -62,7 +62,10 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 graph[module].update(t for t in _targets(node, module, path, modules) if t != module)
-    return graph
+    # A package re-exporting its own modules is no knot: edges between a package and its
+    # own submodules are left out (a module importing its package's __init__ included).
+    return {m: {t for t in targets if not t.startswith(m + ".") and not m.startswith(t + ".")}
+            for m, targets in graph.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -13,8 +13,10 @@ torchvision in one process segfaults, so a process imports only what its path ne
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelError, first_line
@@ -166,3 +168,19 @@ def import_form(form: Form, spec: str):
         raise
     except Exception as err:  # an op the frontend lacks, a shape it cannot infer, ...
         raise ModelError(stage_message("import", f"TVM {form.kind} frontend, via {form.via}", spec, err)) from None
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """Pretrained weights were not in the local cache; seeded weights are used instead."""
+
+
+def untrained(name: str, file: Path, pretrained: str, seed: int) -> str:
+    """Pretrained weights absent from the local cache: refuse when demanded, else warn and
+    say so (the note is kept with the results)."""
+    if pretrained == "require":
+        raise ModelError(f"pretrained weights for {name} are not in the local cache: expected {file} "
+                         "(MutateNN never downloads; place the file there)")
+    message = (f"{name}: pretrained weights not found at {file}; using seeded random weights "
+               f"(seed {seed}). Label comparisons on untrained weights are weak evidence.")
+    warnings.warn(message, UntrainedWeightsWarning, stacklevel=3)
+    return message

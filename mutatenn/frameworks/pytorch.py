@@ -50,7 +50,7 @@ def torchvision_weights_file(name: str) -> tuple[Path, object]:
 
 def load_torchvision(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """``torchvision:NAME``: weights from torch's local cache, else seeded (never downloaded)."""
-    from ..loading import untrained
+    from . import untrained
 
     name = spec.split(":", 1)[1]
     if name not in TORCHVISION_MODELS:

@@ -56,7 +56,7 @@ def imagenet_labels() -> list[str]:
 
 def load_keras_application(spec: str, pretrained: str, trusted: bool = False) -> Source:
     """``keras:NAME``: built with seeded weights, then the cached pretrained ones when present."""
-    from ..loading import untrained
+    from . import untrained
 
     name = spec.split(":", 1)[1]
     if name not in KERAS_MODELS:

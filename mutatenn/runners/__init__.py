@@ -100,7 +100,7 @@ def variant_program(variant: Variant, spec: str, pretrained: str, preset: str | 
                     trusted: bool = False):
     """The program a variant's runner needs: the source converted along its import path, and
     imported into Relax only for runners that build (cached per worker process)."""
-    from ..execute import cached_program, cached_source
+    from ..loading import cached_program, cached_source
 
     cls = runner_class(ref or runner_ref(variant.kind))
     via = cls.resolve_via(variant, cached_source(spec, pretrained, preset, trusted).framework)
