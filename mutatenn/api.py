@@ -150,12 +150,12 @@ def run_campaign(config, out=None, *, jobs: int | None = None, scheduler: str | 
 
 def compare(model, images: str, variants, baseline: str, out=None, *, pretrained: str = "auto",
             preset: str | None = None, jobs: int = 1, report: bool = True, save_outputs=None,
-            trusted: bool = False) -> Run:
+            trusted: bool = False, threads: int | None = None) -> Run:
     """Deploy ``model`` as each of ``variants`` (a list, or the comma-separated text of
     `mutatenn compare --variants`) and compare each with ``baseline`` over ``images``; the
     run folder goes to ``out`` (default runs/compare-TIMESTAMP). Failed variants are in
     ``run.errors`` (and rows with an error in ``run.comparison``), not raised; ``trusted``:
-    --trust-model.
+    --trust-model; ``threads``: every runner's thread count (None: the cores this process may use).
 
         cmp = compare("digits", "digits:20", ["tvm:cpu:O0", "tvm:cpu:O3"], baseline="torch")
     """
@@ -167,7 +167,8 @@ def compare(model, images: str, variants, baseline: str, out=None, *, pretrained
     text = variants if isinstance(variants, str) else ",".join(variants)
     result = compare_variants(model, images, text, baseline, Path(out) if out is not None else default_run_dir("compare"),
                               pretrained=pretrained, preset=preset, jobs=jobs, render=report,
-                              save_outputs=None if save_outputs is None else Path(save_outputs), trusted=trusted)
+                              save_outputs=None if save_outputs is None else Path(save_outputs), trusted=trusted,
+                              threads=threads)
     run = load_run(result.out_dir)
     run.comparison, run.pairwise = result.table, result.pairwise
     run.errors, run.user_errors, run.notes = dict(result.errors), dict(result.user_errors), list(result.notes)

@@ -5,6 +5,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import operators
 from runfolder import schema
 
 from . import __version__, golden
+from .compression import check_calibration, compression_label
 from .errors import InputError
 from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .frameworks import Source
@@ -68,7 +70,7 @@ def compare_pair(ref: VariantResult, other: VariantResult) -> dict:
 
 
 def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet, variants: list[Variant],
-                 pretrained: str, jobs: int, trusted: bool = False) -> dict[str, VariantResult]:
+                 pretrained: str, jobs: int, trusted: bool = False, threads: int = 0) -> dict[str, VariantResult]:
     """Each variant in a worker process (a crash is that variant's error), TensorFlow models
     apart from the others (`isolation.run_isolated`'s families); Python-API models in-process."""
     results: dict[str, VariantResult] = {}
@@ -77,13 +79,13 @@ def run_variants(sources: dict[str, Source], images_spec: str, images: ImageSet,
         source = sources[v.text]
         if source.spec.startswith("module:"):
             program = program_for(v, program_from_source(source, relax=False))
-            results[v.text] = run_variant(program, v, input_batch(program, images))
+            results[v.text] = run_variant(program, v, input_batch(program, images), threads=threads)
         else:
             by_family.setdefault(source_family(source.spec), []).append(v)
     for family, group in by_family.items():
         # Each job carries its runner's class reference: runners registered here reach the workers.
         args = [(sources[v.text].spec, pretrained, sources[v.text].preset, images_spec, v.text, runner_ref(v.kind),
-                 trusted) for v in group]
+                 trusted, threads) for v in group]
         for outcome in run_isolated(run_variant_job, args, jobs=jobs, family=family):
             text = group[outcome.index].text
             if outcome.status == DONE:
@@ -156,10 +158,13 @@ def align_label_spaces(results: dict[str, VariantResult], baseline: str) -> list
 
 def compare(model: str | Program, images_spec: str, variants_text: str, baseline_text: str, out_dir: Path,
             pretrained: str = "auto", preset: str | None = None, jobs: int = 1, render: bool = True,
-            save_outputs: Path | None = None, trusted: bool = False) -> Comparison:
+            save_outputs: Path | None = None, trusted: bool = False, threads: int | None = None) -> Comparison:
     """``baseline_text`` ``saved:DIR[:VARIANT]``: saved outputs (`golden`) are the baseline;
     ``save_outputs``: a new or empty folder that receives every variant's outputs;
-    ``trusted``: model files skip their safety check (`mutatenn.models.safety`)."""
+    ``trusted``: model files skip their safety check (`mutatenn.models.safety`);
+    ``threads``: every runner's thread count (None: the cores this process may use), the
+    same for all so that latencies compare."""
+    threads = check_threads(threads)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
     saved = golden.parse_saved_baseline(baseline_text) if golden.is_saved(baseline_text) else None
@@ -172,6 +177,8 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     for v in to_run:
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
+    for v in to_run:  # before any model is loaded: nothing is built for a bad count
+        check_calibration(v.options, len(images), f"variant {v.text!r}")
     source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset,
                                                                                      trusted=trusted)[0]
     saved_notes = saved.check(source, pretrained, images_spec, images) if saved else []
@@ -183,7 +190,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     _check_tuning_records(source, to_run)
     save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
-    results = run_variants(sources, images_spec, images, to_run, pretrained, jobs, trusted)
+    results = run_variants(sources, images_spec, images, to_run, pretrained, jobs, trusted, threads)
     if saved:
         results = {baseline.text: saved_result, **results}
     if save_dir is not None:  # before label-space alignment: a replay aligns again
@@ -196,8 +203,9 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     aligned = saved_notes + align_label_spaces(results, baseline.text)
     truth = label_indices(images, source.labels)
     ok = [v.text for v in ordered if not results[v.text].error]
+    costs = {v.text: {"compression": compression_label(v.options), "threads": threads} for v in ordered}
     table = _comparison_table(results, baseline.text, [v.text for v in variants], truth,
-                              latency_flags(ordered, results), paths)
+                              latency_flags(ordered, results), paths, costs)
     pairwise = _pairwise_table(results, ok)
     per_image = _per_image_table(results, ok, baseline.text, images, source.labels)
     finished = dt.datetime.now(dt.timezone.utc)
@@ -208,7 +216,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
         "preset": source.preset, "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
-        "errors": errors,
+        "errors": errors, "threads": threads,
         "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
         "metrics": operators.CATALOGUE.describe(),
     }
@@ -223,6 +231,18 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         render_report(out_dir)
     user_errors = {name: r.error for name, r in results.items() if r.user_error}
     return Comparison(out_dir, table, per_image, pairwise, errors, user_errors, aligned)
+
+
+def check_threads(threads: int | None) -> int:
+    """The thread count every runner gets: given, or the cores this process may use."""
+    cores = len(os.sched_getaffinity(0))
+    if threads is None:
+        return cores
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"--threads must be a whole number of at least 1, not {threads!r}")
+    if threads > cores:
+        raise InputError(f"--threads {threads}: this machine gives MutateNN {cores} cores")
+    return threads
 
 
 def image_records(images: ImageSet) -> list[dict]:
@@ -268,8 +288,9 @@ def latency_flags(variants, results) -> dict[str, str]:
 
 
 def _comparison_table(results, baseline: str, variants: list[str], truth, flags: dict[str, str],
-                      paths: dict[str, str]) -> pd.DataFrame:
+                      paths: dict[str, str], costs: dict[str, dict] | None = None) -> pd.DataFrame:
     ref = results[baseline]
+    costs = costs or {}
     rows = []
     for name in [baseline] + variants:
         r = results[name]
@@ -284,6 +305,8 @@ def _comparison_table(results, baseline: str, variants: list[str], truth, flags:
         row["accuracy"] = float(operators.accuracy(r.output.logits, truth)) if truth is not None and not r.error else math.nan
         row["build_s"] = round(r.build_s, 3)
         row["latency_flag"] = flags.get(name, "")
+        row.update({"compression": "", "threads": math.nan, **costs.get(name, {})})
+        row.update({k: r.artifact.get(k, math.nan) for k in ("size_bytes", "parameters", "nonzeros")})
         rows.append(row)
     return pd.DataFrame(rows)[schema.comparison_columns(operators.CATALOGUE.describe())]
 
@@ -315,9 +338,17 @@ def _per_image_table(results, names: list[str], baseline: str, images: ImageSet,
 def format_table(table: pd.DataFrame) -> str:
     """The comparison table as a person reads it in a terminal."""
     shown = [m.name for m in operators.CATALOGUE.values() if m.in_tables]  # every metric marked for tables
-    view = table[["variant", "path", *shown, "latency_ms_median", "latency_ratio", "latency_flag", "accuracy",
-                  "error"]].copy()
-    view = view.rename(columns={"top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
+    compressed = (table["compression"].fillna("fp32") != "fp32").any()
+    extra = ["max_rel_error"] if compressed else []
+    view = table[["variant", "path", *shown, *extra, "latency_ms_median", "latency_ratio", "latency_flag",
+                  "accuracy", "error"]].copy()
+    view.insert(view.columns.get_loc("latency_ratio"), "p90-p10",
+                table["latency_ms_p90"] - table["latency_ms_p10"])
+    view.insert(view.columns.get_loc("latency_ratio") + 1, "size_kB", table["size_bytes"] / 1024)
+    if compressed:
+        view.insert(view.columns.get_loc("size_kB") + 1, "nonzero%", 100 * table["nonzeros"] / table["parameters"])
+        view = view.drop(columns=["path"])  # the compression is in the variant's text; keep the table narrow
+    view = view.rename(columns={"max_rel_error": "max_rel", "top1_agreement": "top1", "topk_overlap": "top5", "max_abs_error": "max_abs",
                                 "kendall_tau": "tau", "latency_ms_median": "ms/img", "latency_ratio": "lat×"})
     for text_column in ("error", "latency_flag"):
         if not view[text_column].astype(bool).any():

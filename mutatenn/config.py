@@ -98,6 +98,7 @@ class CampaignConfig:
     # (`campaign.reuse`); reuse_or_fresh: when none can be, run fresh instead of exit 2.
     reuse: str = ""
     reuse_or_fresh: bool = False
+    threads: int = 0  # [run] threads: every runtime's thread count (0: the runtime's own choice)
     # [model] trusted (or `mutatenn run --trust-model`): the model file skips its safety
     # check (`mutatenn.models.safety`), so it may run code when loaded or run.
     trusted: bool = False
@@ -186,7 +187,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
                                              "repeat_in", "verdict", "significance", "effect_size", "reference",
-                                             "timing", "exports", "reuse", "reuse_or_fresh"})
+                                             "timing", "exports", "reuse", "reuse_or_fresh", "threads"})
     timeout = _number(run, "timeout", DEFAULT_TIMEOUT_S, "run.timeout", minimum=0.1)
     jobs = int(_number(run, "jobs", 1, "run.jobs", minimum=1, integer=True))
     cap = int(_number(run, "per_image_cap", DEFAULT_PER_IMAGE_CAP, "run.per_image_cap", minimum=0, integer=True))
@@ -203,12 +204,14 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     rejudge = _rejudge_unstable(run, repeats)
     passes = _pass_settings(run, repeats, fast_kill)
     repeat_in = _repeat_in(run, repeats, stacks)
+    timing = _timing(run, criterion)
+    _check_calibration(stacks, images)
     return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
-                          reference=_reference(run, base_dir), timing=_timing(run, criterion),
-                          exports=_exports(run), reuse=_reuse(run, base_dir),
-                          reuse_or_fresh=_flag(run, "reuse_or_fresh", False), trusted=trusted)
+                          reference=_reference(run, base_dir), timing=timing, trusted=trusted,
+                          threads=_threads(run, timing), exports=_exports(run), reuse=_reuse(run, base_dir),
+                          reuse_or_fresh=_flag(run, "reuse_or_fresh", False))
 
 
 def _exports(run: dict) -> tuple:
@@ -249,6 +252,36 @@ def _timing(run: dict, criterion):
     if threads > cores:
         raise ConfigError(f"config key 'run.timing.threads': this machine gives MutateNN {cores} cores, not {threads}")
     return Timing(calls, threads)
+
+
+def _threads(run: dict, timing) -> int:
+    """``[run] threads = N``: every runtime's thread count in every job (0: their own
+    choice); with ``[run] timing`` the two counts are one, so they must agree."""
+    if "threads" not in run:
+        return timing.threads if timing else 0
+    threads = int(_number(run, "threads", 0, "run.threads", minimum=1, integer=True))
+    cores = len(os.sched_getaffinity(0))
+    if threads > cores:
+        raise ConfigError(f"config key 'run.threads': this machine gives MutateNN {cores} cores, not {threads}")
+    if timing and timing.threads != threads:
+        raise ConfigError(f"config key 'run.threads': {threads} differs from run.timing.threads = {timing.threads} "
+                          "(give one count)")
+    return threads
+
+
+def _check_calibration(stacks, images: str) -> None:
+    """A stack calibrating on more images than the set holds: one line, before anything runs."""
+    if not any(s.options.quantize == "int8-static" for s in stacks):
+        return
+    from .compression import check_calibration
+    from .images import load_image_set
+
+    count = len(load_image_set(images))
+    for i, stack in enumerate(stacks):
+        try:
+            check_calibration(stack.options, count, f"stack {stack.name!r}")
+        except InputError as err:
+            raise ConfigError(f"config key 'stacks[{i}].calibration': {err}") from None
 
 
 def _reference(run: dict, base_dir: Path) -> str:

@@ -40,6 +40,11 @@ class OutputFolderError(InputError):
     """An output or run folder cannot be used (it holds other results, or is not writable)."""
 
 
+class CompressionError(MutateNNError):
+    """A compression cannot apply to this model (an op the quantiser or converter lacks): that
+    variant's or that (mutant, stack) pair's error, with its stage named; the others go on."""
+
+
 class CampaignError(MutateNNError):
     """The campaign cannot go on (the original program fails on a stack): exit 1."""
 

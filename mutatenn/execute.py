@@ -22,6 +22,7 @@ class VariantResult:
     error: str = ""
     user_error: bool = False  # the failure is the user's input (exit 2), not a crash
     log: str = field(default="", repr=False)
+    artifact: dict = field(default_factory=dict)  # `Runner.artifact`: size_bytes, parameters, nonzeros
 
 
 def input_batch(program: Program, images: ImageSet) -> np.ndarray:
@@ -30,12 +31,25 @@ def input_batch(program: Program, images: ImageSet) -> np.ndarray:
 
 
 def run_variant(program: Program, variant: Variant, batch: np.ndarray, runner_ref: str | None = None,
-                mod=None) -> VariantResult:
+                mod=None, threads: int = 0) -> VariantResult:
     """Prepare and run one variant through its runner (``mod``: a mutant instead of the
-    program's own module); errors propagate."""
+    program's own module; ``threads``: the runtime's thread count, 0 its own choice); the
+    batch is also the calibration set a quantisation draws from. Errors propagate."""
     runner = make_runner(variant, program_for(variant, program, runner_ref), mod=mod, ref=runner_ref)
+    runner.use_images(batch)
+    runner.use_threads(threads)
     build_s = runner.prepare()
-    return VariantResult(variant.text, runner.run(batch), build_s)
+    output = runner.run(batch)
+    return VariantResult(variant.text, output, build_s, artifact=runner_artifact(runner))
+
+
+def runner_artifact(runner) -> dict:
+    """The runner's deployable size and parameter counts; {} when it cannot say (a remote
+    build's library, an exporter without a compiler): a size is a figure, not a verdict."""
+    try:
+        return runner.artifact()
+    except Exception:  # noqa: BLE001 - a missing figure leaves its column empty
+        return {}
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,13 +58,13 @@ def cached_images(spec: str) -> ImageSet:
 
 
 def run_variant_job(model: str, pretrained: str, preset: str | None, images: str, variant_text: str,
-                    runner_ref: str | None = None, trusted: bool = False) -> VariantResult:
+                    runner_ref: str | None = None, trusted: bool = False, threads: int = 0) -> VariantResult:
     """Worker entry point: everything is rebuilt from plain strings (IRModules cannot be pickled)."""
     try:
         variant = parse_variant(variant_text, runner_ref)
         program = variant_program(variant, model, pretrained, preset, runner_ref, trusted)
         batch = input_batch(program, cached_images(images))
-        return run_variant(program, variant, batch, runner_ref)
+        return run_variant(program, variant, batch, runner_ref, threads=threads)
     except InputError as err:
         return VariantResult(variant_text, error=str(err), user_error=True)
     except Exception as err:  # a crash of this variant is its result, not the end of the comparison

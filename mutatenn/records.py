@@ -63,6 +63,7 @@ class Job:
     keep_passes: bool = False  # return every pass's logits (a verdict over passes needs them)
     timing_calls: int = 1  # timed calls per image (the latency is their median)
     threads: int = 0  # pin the runtime's thread pool to this many threads and cores (0: as it is)
+    run_threads: int = 0  # threads every runtime uses ([run] threads; 0: the runtime's own choice)
     trusted: bool = False  # the user trusts the model file: its safety check is skipped (`models.safety`)
 
     @property

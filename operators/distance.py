@@ -27,6 +27,26 @@ def max_abs_error(ref, other) -> float:
     return float(per_image.max())
 
 
+def max_rel_error_per_image(ref, other) -> np.ndarray:
+    """max_c |other - ref| / max_c |ref| per image (the largest error relative to the
+    image's largest logit; 0/0 gives 0.0, x/0 gives inf)."""
+    a, b = logits_pair(ref, other)
+    ok = finite_rows(a, b)
+    out = np.full(a.shape[0], np.inf)
+    for i in np.flatnonzero(ok):
+        err, peak = np.abs(b[i] - a[i]).max(), np.abs(a[i]).max()
+        out[i] = 0.0 if err == 0 else (err / peak if peak > 0 else np.inf)
+    return out
+
+
+def max_rel_error(ref, other) -> float:
+    """Largest per-image error relative to that image's largest logit (a max over images)."""
+    per_image = max_rel_error_per_image(ref, other)
+    if per_image.size == 0:
+        raise ValueError("max_rel_error: no images to compare")
+    return float(per_image.max())
+
+
 def rel_l2_per_image(ref, other) -> np.ndarray:
     """||other - ref||_2 / ||ref||_2 per image (0/0 gives 0.0, x/0 gives inf)."""
     a, b = logits_pair(ref, other)

@@ -316,6 +316,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "metric_titles": [m["title"] for m in run.metrics],
         "details": details,
         "discrepancies": _discrepancies(run, stacks, anchors, caps),
+        "masked": _masked(run, anchors),
         "thumb_rules": thumb_rules,
         "caps": caps,
         "detailed_count": len(detailed),
@@ -483,6 +484,23 @@ def _repeats_text(meta: dict) -> str:
     how = (meta.get("pass_verdict") or {}).get("text") or "the first pass decides the verdict"
     return (f"{int(repeats)}, passes 2..{int(repeats)} {where}; {how}; a build whose outputs differ between "
             "passes is marked unstable")
+
+
+def _masked(run: RunData, anchors: dict) -> dict | None:
+    """Faults compression hides: per (fp32, compressed) stack pair of run.json, how many
+    mutants were killed on fp32 and survived compressed (masked) or the reverse (revealed),
+    and the list (None for runs without compression stacks)."""
+    pairs = run.meta.get("compression_pairs") or []
+    if not pairs or run.masked is None:
+        return None
+    m = run.masked
+    counts = []
+    for p in pairs:
+        part = m[(m["fp32_stack"] == p["fp32_stack"]) & (m["compressed_stack"] == p["compressed_stack"])]
+        counts.append({**p, "masked": int((part["direction"] == "masked").sum()),
+                       "revealed": int((part["direction"] == "revealed").sum())})
+    rows = [{**r, "anchor": anchors.get(r["mutant_id"])} for r in m.to_dict("records")]
+    return {"counts": counts, "rows": rows}
 
 
 def _discrepancies(run: RunData, stacks: list[str], anchors: dict, caps: CampaignCaps) -> dict:

@@ -154,3 +154,62 @@ def _nice_ceiling(v: float) -> float:
 
 def _fmt_tick(v: float) -> str:
     return f"{v:.0f}" if v >= 10 or v == 0 else f"{v:.3g}"
+
+
+def pareto_front(points: list[dict]) -> set[str]:
+    """Labels of the points no other point beats: lower latency and higher agreement, one
+    at least strictly (ties kept). Points without both figures are never on the front."""
+    ok = [p for p in points if _finite(p.get("latency")) and _finite(p.get("agreement"))]
+    front = set()
+    for p in ok:
+        beaten = any(q["latency"] <= p["latency"] and q["agreement"] >= p["agreement"]
+                     and (q["latency"] < p["latency"] or q["agreement"] > p["agreement"]) for q in ok)
+        if not beaten:
+            front.add(p["label"])
+    return front
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def cost_scatter_svg(points: list[dict]) -> str | None:
+    """Latency (x) against top-1 agreement with the baseline (y), one point per variant,
+    point area by deployable size, the Pareto front joined and ringed: an inline SVG
+    drawn by matplotlib (no network, no script). ``points``: label, latency (ms),
+    agreement (0..1), size (bytes, may be missing). None when no point has both figures."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    ok = [p for p in points if _finite(p.get("latency")) and _finite(p.get("agreement"))]
+    if not ok:
+        return None
+    front = pareto_front(ok)
+    sizes = [p["size"] for p in ok if _finite(p.get("size"))]
+    biggest = max(sizes) if sizes else 1.0
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for p in ok:
+        area = 40 + 500 * (p["size"] / biggest if _finite(p.get("size")) and biggest > 0 else 0.2)
+        on_front = p["label"] in front
+        ax.scatter([p["latency"]], [p["agreement"]], s=area, alpha=0.55, color="#218c50" if on_front else "#7b93ad",
+                   edgecolors="#1e3a5f" if on_front else "white", linewidths=2 if on_front else 1, gid=f"point-{p['label']}")
+        ax.annotate(short_label(p["label"], 28), (p["latency"], p["agreement"]), fontsize=7, xytext=(6, 4),
+                    textcoords="offset points")
+    line = sorted((p for p in ok if p["label"] in front), key=lambda p: p["latency"])
+    ax.plot([p["latency"] for p in line], [p["agreement"] for p in line], color="#218c50", linestyle="--",
+            linewidth=1, gid="pareto-front")
+    ax.set_xlabel("median latency per image (ms)")
+    ax.set_ylabel("top-1 agreement with the baseline")
+    ax.grid(True, alpha=0.3)
+    low = min(p["agreement"] for p in ok)
+    ax.set_ylim(max(0.0, low - 0.05), 1.02)
+    fig.tight_layout()
+    out = io.StringIO()
+    fig.savefig(out, format="svg")
+    svg = out.getvalue()
+    return svg[svg.index("<svg"):]

@@ -46,10 +46,27 @@ def _table_columns(run: RunData) -> list[tuple[str, str]]:
     return ([("variant", "Variant"), ("path", "Framework path"), ("baseline", "Baseline")]
             + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
-               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")])
+               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")]
+            + [(k, t) for k, t in _COST_TITLES if k in run.comparison.columns])
 
 
-_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag"}
+_COST_TITLES = [("compression", "Compression"), ("threads", "Threads"), ("size_bytes", "Size (bytes)"),
+                ("parameters", "Parameters"), ("nonzeros", "Nonzeros")]
+_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag", "compression"}
+
+
+def _costs(comp: list[dict]) -> dict | None:
+    """The cost-and-loss picture: latency against agreement, area by size, Pareto front
+    (None for folders written before sizes were recorded)."""
+    if not comp or "size_bytes" not in comp[0]:
+        return None
+    points = [{"label": str(r["variant"]), "latency": to_float(r.get("latency_ms_median")),
+               "agreement": to_float(r.get("top1_agreement")), "size": to_float(r.get("size_bytes"))} for r in comp]
+    svg = charts.cost_scatter_svg(points)
+    if svg is None:
+        return None
+    return {"svg": svg, "front": sorted(charts.pareto_front(points)),
+            "threads": next((r.get("threads") for r in comp if to_float(r.get("threads")) is not None), None)}
 
 
 def _variants(run: RunData) -> list[str]:
@@ -141,6 +158,7 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
         ],
         "variants": variants,
         "pairwise": _pairwise_maps(run, variants),
+        "costs": _costs(comp),
         "latency": charts.range_chart(latency) if any(l["median"] is not None for l in latency) else None,
         # older folders have no latency_flag column: nothing flagged
         "latency_flags": [(str(r["variant"]), str(r["latency_flag"])) for r in comp

@@ -39,6 +39,7 @@ class RunData:
     per_image: pd.DataFrame = field(default_factory=pd.DataFrame)
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
     discrepancies: pd.DataFrame = field(default_factory=pd.DataFrame)
+    masked: pd.DataFrame | None = None  # masked_faults.csv (campaigns with compression stacks)
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
     pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: list[dict] = field(default_factory=list)  # what run.json says the writer measured
@@ -148,6 +149,8 @@ def load_run_folder(path) -> RunData:
         run.per_image = _read_csv(folder / f"{schema.PER_IMAGE}.csv", schema.CAMPAIGN_PER_IMAGE_COLUMNS)
         run.scores = _read_csv(folder / schema.SCORES_CSV, schema.SCORE_COLUMNS)
         run.discrepancies = _read_csv(folder / schema.DISCREPANCIES_CSV, schema.DISCREPANCY_INFO, all_text=True)
+        if (folder / schema.MASKED_CSV).exists():
+            run.masked = _read_csv(folder / schema.MASKED_CSV, schema.MASKED_COLUMNS, all_text=True)
     elif kind == "comparison":
         run.comparison = _read_table(folder, schema.COMPARISON, schema.comparison_columns(run.metrics))
         run.pairwise = _read_csv(folder / schema.PAIRWISE_CSV, schema.pairwise_columns(run.metrics))

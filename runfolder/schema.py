@@ -22,6 +22,7 @@ MUTANTS_JSON = "mutants.json"
 VERDICTS_CSV = "verdicts.csv"
 SCORES_CSV = "scores.csv"
 DISCREPANCIES_CSV = "discrepancies.csv"
+MASKED_CSV = "masked_faults.csv"  # mutants killed on an fp32 stack, surviving on a compressed one (or the reverse)
 PER_IMAGE = "per_image"  # .csv (campaign, comparison) and .json (comparison)
 COMPARISON = "comparison"  # .csv and .json
 PAIRWISE_CSV = "pairwise.csv"
@@ -41,6 +42,10 @@ VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_r
 SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable", "score_low", "score_high",
                  "sampled", "population"]
 DISCREPANCY_INFO = ["mutant_id", "operator", "level", "site", "unstable_on"]
+# masked_faults.csv: one row per mutant and (fp32 stack, compressed stack of the same target)
+# whose verdicts are killed on one and survived on the other; "masked": killed on fp32 only.
+MASKED_COLUMNS = ["mutant_id", "operator", "level", "fp32_stack", "compressed_stack", "compression", "fp32_verdict",
+                  "compressed_verdict", "direction"]
 CAMPAIGN_PER_IMAGE_COLUMNS = ["mutant_id", "stack", "image", "original_top5", "mutant_top5", "flipped"]
 # kill_matrix.csv: one row per judged mutant × stack × image
 KILL_MATRIX_COLUMNS = ["mutant_id", "stack", "image", "killed_by_image"]
@@ -50,7 +55,10 @@ BUILD_COLUMNS = ["artifact", "program", "stack", "status", "build_s", "run_s", "
                  "untouched", "tuned_hits", "tuned_misses", "kernels_compiled", "kernels_reused", "settles"]
 LATENCY_COLUMNS = ["latency_ms_median", "latency_ms_p10", "latency_ms_p90"]
 COMPARISON_HEAD = ["variant", "baseline"]
-COMPARISON_TAIL = ["path", "latency_flag", "accuracy", "build_s", "error"]
+# What each variant costs: its compression, the threads it ran on, its deployable size and
+# parameter counts (nonzeros: what a sparse format would store).
+COST_COLUMNS = ["compression", "threads", "size_bytes", "parameters", "nonzeros"]
+COMPARISON_TAIL = ["path", "latency_flag", "accuracy", *COST_COLUMNS, "build_s", "error"]
 PAIRWISE_HEAD = ["variant_a", "variant_b"]
 COMPARISON_PER_IMAGE_COLUMNS = ["image", "label", "variant", "top1", "top1_score", "top5",
                                 "agrees_with_baseline", "latency_ms"]

@@ -183,6 +183,66 @@ class Text(Kind):
         return value.strip()
 
 
+@dataclass(frozen=True)
+class Count(Kind):
+    """A whole number of at least ``minimum``."""
+
+    minimum: int = 1
+
+    def read(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionError(f"expected a whole number, got {value!r}")
+        if value < self.minimum:
+            raise OptionError(f"must be at least {self.minimum}, got {value}")
+        return value
+
+    def parse(self, text: str):
+        return self.read(int(text) if text.isdigit() else text)
+
+
+class Prune(Kind):
+    """A pruning: an amount in [0, 1) (global magnitude pruning), or a table ``{ amount,
+    method }``; a variant writes ``prune=0.5`` or ``prune=0.5:channel``. The canonical value
+    is ``(amount, method)``, or ``()`` for none."""
+
+    def read(self, value):
+        from ..compression import PRUNE_METHODS
+
+        if isinstance(value, (tuple, list)) and len(value) in (0, 2):
+            value = dict(zip(("amount", "method"), value))
+        if isinstance(value, dict):
+            unknown = set(value) - {"amount", "method"}
+            if unknown:
+                raise OptionError(f"unknown key {sorted(unknown)[0]!r} (known: amount, method)")
+            amount, method = value.get("amount", 0.0), value.get("method", "magnitude")
+        else:
+            amount, method = value, "magnitude"
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise OptionError(f"amount must be a number in [0, 1), got {amount!r}")
+        if not 0 <= amount < 1:
+            raise OptionError(f"amount must be in [0, 1), got {amount!r}")
+        if method not in PRUNE_METHODS:
+            raise OptionError(f"method must be one of {', '.join(PRUNE_METHODS)}, not {method!r}")
+        return (float(amount), method) if amount > 0 else ()
+
+    def parse(self, text: str):
+        amount, _, method = text.partition(":")
+        try:
+            number = float(amount)
+        except ValueError:
+            raise OptionError(f"expected an amount in [0, 1) (prune=0.5 or prune=0.5:channel), got {text!r}") from None
+        return self.read({"amount": number, "method": method or "magnitude"})
+
+    def text(self, value) -> str:
+        return f"{value[0]:g}:{value[1]}" if value else "0"
+
+
+def _compression(name: str) -> tuple:
+    from .. import compression
+
+    return getattr(compression, name)
+
+
 # ------------------------------------------------------------------ the table
 @dataclass(frozen=True)
 class BuildOption:
@@ -271,6 +331,23 @@ OPTIONS: tuple[BuildOption, ...] = (
                 "every buffer access asserted inside its buffer (a failed check is a memory_error)",
                 in_key=lambda o: {"bounds_check": True} if o.bounds_check else {},
                 target_check=_llvm_only("bounds checks")),
+    # Compression and precision (`mutatenn.compression`): applied after a mutant is made, before it is built.
+    BuildOption("precision", "precision", Choice(lambda: _compression("PRECISIONS")), "fp32",
+                "float precision: fp16 (TVM ToMixedPrecision, ONNX Runtime float16 model, torch half), bf16 "
+                "(torch only, on CPUs with bfloat16)", runners=("tvm", "onnxruntime", "torch"), in_key="precision",
+                target_check=lambda v, t: "precision=bf16 is not available on TVM (TVM 0.27's ToMixedPrecision "
+                "makes float16 only); use fp16" if v == "bf16" else None),
+    BuildOption("quantize", "quantize", Choice(lambda: _compression("QUANTIZE")), "none",
+                "int8-static (calibrated; ONNX Runtime QDQ, TFLite full-integer, TVM fake-quantised QDQ float math) "
+                "or int8-dynamic (ONNX Runtime, TFLite)", runners=("tvm", "onnxruntime", "tflite"), in_key="quantize"),
+    BuildOption("calibration", "calibration", Count(1), 16,
+                "how many of the run's images (a seeded choice) calibrate an int8-static quantisation",
+                runners=("tvm", "onnxruntime", "tflite"),
+                in_key=lambda o: {"calibration": o.calibration} if o.quantize == "int8-static" else {}),
+    BuildOption("prune", "prune", Prune(), (),
+                "zero that fraction of the weights: prune=0.5 (global magnitude) or prune=0.5:channel; in a stack "
+                "prune = 0.5 or { amount = 0.5, method = \"channel\" }", runners=("tvm", "onnxruntime", "torch"),
+                in_key="prune"),
     BuildOption("via", None, Choice(_import_paths), "",
                 "the import path the model takes into the runner (see \"Framework paths\" in the README)", runners="forms"),
     BuildOption("model", None, Text(), "", "another file of the same model (another framework's release)",
@@ -381,6 +458,11 @@ class _BuildOptionsMethods:
 
     def check_target(self, target) -> None:
         """One InputError when an option cannot build for ``target``."""
+        from ..compression import combination_error
+
+        error = combination_error(self)
+        if error:
+            raise OptionError(error, subkey="quantize")
         for opt in _BY_FIELD.values():
             if opt.target_check is not None:
                 error = opt.target_check(getattr(self, opt.field), target)

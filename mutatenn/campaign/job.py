@@ -73,6 +73,8 @@ def _run(job: Job, stage: list) -> JobResult:
     program = variant_program(variant, job.model, job.pretrained, job.preset, job.runner, job.trusted)
     batch = input_batch(program, cached_images(job.images))
     runner = make_runner(variant, program, mod=_mutant_module(job, program), ref=job.runner)
+    runner.use_images(batch)  # a stack's int8-static calibration draws from the run's images
+    runner.use_threads(job.run_threads)
 
     stage[0] = BUILD
     start = time.perf_counter()
@@ -186,7 +188,10 @@ def _original_kernels(job: Job, variant, program):
 
     key = _kernel_key(job, variant)
     if key not in _KERNELS:
+        from ..execute import cached_images, input_batch
+
         original = make_runner(variant, program, ref=job.runner)
+        original.use_images(input_batch(program, cached_images(job.images)))
         original.prepare()
         _KERNELS[key] = original.kernels  # one per stack: a worker runs one campaign
     return _KERNELS[key]

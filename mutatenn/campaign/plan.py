@@ -180,6 +180,7 @@ def make_job(artifact: Artifact, config: CampaignConfig, out_dir: Path, original
         repeat_in=config.repeat_in, keep_passes=config.repeats > 1 and _pass_method(config) != "first",
         timing_calls=config.timing.calls if config.timing else 1,
         threads=config.timing.threads if config.timing else 0, trusted=config.trusted,
+        run_threads=config.threads or (config.timing.threads if config.timing else 0),
     )
 
 

@@ -141,6 +141,9 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
               tables.kill_matrix_table(verdicts, judged, against, lambda key: load_outputs(out_dir, key), images,
                                        config.criterion))
     write_csv(out_dir / schema.DISCREPANCIES_CSV, tables.discrepancy_table(verdicts, stack_order))
+    pairs = tables.compression_pairs(config.stacks)
+    if pairs:  # the masked-fault list exists only where compression was a stack axis
+        write_csv(out_dir / schema.MASKED_CSV, tables.masked_fault_table(verdicts, pairs))
     write_json(out_dir / schema.IMAGES_JSON, image_records(images))
     built = store.finished_artifacts()
     builds = tables.build_table(plan, built)
@@ -154,6 +157,9 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "kill_criterion": str(config.criterion), "per_image_cap": config.per_image_cap,
         "mutant_count": len(mutants), "repeats": config.repeats, "repeat_in": config.repeat_in,
         "reference": config.reference or None,
+        "threads": config.threads,
+        "compression_pairs": [{"fp32_stack": a, "compressed_stack": b, "compression": c}
+                              for a, b, c in tables.compression_pairs(config.stacks)],
         "timing": None if config.timing is None else {"calls": config.timing.calls, "threads": config.timing.threads},
         "pass_verdict": _pass_verdict(config),
         "unstable_originals": unstable_originals(originals, built),

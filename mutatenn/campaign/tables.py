@@ -123,6 +123,54 @@ def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.Data
     return table.reset_index().rename(columns={"index": "mutant_id"})
 
 
+def compression_pairs(stacks) -> list[tuple[str, str, str]]:
+    """(fp32 stack, compressed stack, its compression) for stacks of one target, runner and
+    import path whose other build options are equal: what compression alone changed."""
+    import dataclasses
+
+    from ..compression import compression_label, is_compressed
+
+    def plain(stack):
+        return (stack.target_name, stack.runner, stack.via,
+                dataclasses.replace(stack.options, precision="fp32", quantize="none", prune=(), calibration=16))
+
+    pairs = []
+    for fp32 in (s for s in stacks if not is_compressed(s.options)):
+        for other in (s for s in stacks if is_compressed(s.options)):
+            if plain(fp32) == plain(other):
+                pairs.append((fp32.name, other.name, compression_label(other.options)))
+    return pairs
+
+
+def masked_fault_table(verdicts: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Mutants killed on an fp32 stack and surviving on a compressed stack of the same
+    target (``masked``: compression hides the fault), and the reverse (``revealed``)."""
+    rows = []
+    if not verdicts.empty:
+        by = verdicts.set_index(["mutant_id", "stack"])
+        info = verdicts.drop_duplicates("mutant_id").set_index("mutant_id")
+        for fp32, other, label in pairs:
+            for mutant in info.index:
+                a, b = by["verdict"].get((mutant, fp32)), by["verdict"].get((mutant, other))
+                if {a, b} == {"killed", "survived"}:
+                    rows.append({"mutant_id": mutant, "operator": info.at[mutant, "operator"],
+                                 "level": info.at[mutant, "level"], "fp32_stack": fp32, "compressed_stack": other,
+                                 "compression": label, "fp32_verdict": a, "compressed_verdict": b,
+                                 "direction": "masked" if a == "killed" else "revealed"})
+    return pd.DataFrame(rows, columns=schema.MASKED_COLUMNS)
+
+
+def masked_counts(masked: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> list[dict]:
+    """Per stack pair: how many mutants compression masked and how many it revealed."""
+    out = []
+    for fp32, other, label in pairs:
+        part = masked[(masked["fp32_stack"] == fp32) & (masked["compressed_stack"] == other)]
+        out.append({"fp32_stack": fp32, "compressed_stack": other, "compression": label,
+                    "masked": int((part["direction"] == "masked").sum()),
+                    "revealed": int((part["direction"] == "revealed").sum())})
+    return out
+
+
 NOT_RUN = "(not run: fast kill had already killed the mutant)"
 
 

@@ -51,7 +51,9 @@ def _variants_help() -> str:
             + "\noptions (key=value; the same keys as a campaign's [[stacks]]):\n  " + "\n  ".join(options_help())
             + "\nimport paths (via=):\n" + paths
             + '\nexamples: "tflite,onnxruntime(via=tf2onnx),tvm:cpu:O3(via=tflite)"'
-            + '  "onnxruntime(via=torch.onnx),tvm:cpu(via=torch.onnx)"')
+            + '  "onnxruntime(via=torch.onnx),tvm:cpu(via=torch.onnx)"'
+            + '\ncompression: "onnxruntime(quantize=int8-static),onnxruntime(precision=fp16),tvm:cpu(precision=fp16),'
+            + 'tvm:cpu(quantize=int8-static),tvm:cpu(prune=0.5)"')
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutatenn", description="Mutation and differential testing of "
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "saved:DIR[:VARIANT] (DIR written by --save-outputs; VARIANT default: its baseline)")
     p.add_argument("--out", required=True, type=Path, help="output folder (must be new or empty)")
     p.add_argument("--jobs", type=int, default=1, help="variants run at once, each in its own worker process")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads every runner uses (TVM's pool, ONNX Runtime intra-op, torch, TFLite), the same for all "
+                   "so latencies compare (default: the cores MutateNN may use); recorded in comparison.csv and run.json")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--save-outputs", type=Path, default=None, metavar="DIR",
                    help="also save every variant's outputs (logits .npy + manifest.json) to DIR (new or empty)")

@@ -13,7 +13,7 @@ def cmd_compare(args) -> int:
         warnings.simplefilter("always")
         result = compare(args.model, args.images, args.variants, args.baseline, args.out,
                          pretrained=args.pretrained, preset=args.preset, jobs=args.jobs, report=not args.no_report,
-                         save_outputs=args.save_outputs, trusted=args.trust_model)
+                         save_outputs=args.save_outputs, threads=args.threads, trusted=args.trust_model)
     for w in caught:
         if issubclass(w.category, UserWarning) and "loky" not in w.filename:  # worker-pool chatter is not the user's
             print(f"warning: {w.message}", file=sys.stderr)

@@ -220,6 +220,30 @@ def to_tflite(source: Source) -> Form:
     return Form("tflite", "tflite", bytes(data), InputSpec(detail["name"], shape, "float32", source.input.layout))
 
 
+def tflite_quantized(source: Source, mode: str, calibration=None) -> bytes:
+    """The TFLite converter with quantisation: ``int8-static`` full-integer (every op int8,
+    a representative data set of ``calibration`` images, float input and output kept so
+    paths compare), ``int8-dynamic`` dynamic-range (int8 weights, float activations).
+    Needs the TensorFlow model itself: a .tflite file is already converted."""
+    if source.framework == "tflite":
+        raise ModelError(f"tflite(quantize={mode}) needs a Keras or SavedModel model; {source.spec!r} is "
+                         "already a .tflite file")
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    with _silenced():
+        if source.framework == "keras":
+            converter = tf.lite.TFLiteConverter.from_keras_model(source.native)
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(source.path)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "int8-static":
+            rows = calibration.astype("float32")
+            converter.representative_dataset = lambda: ([rows[i : i + 1]] for i in range(len(rows)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return bytes(converter.convert())
+
+
 def to_onnx(source: Source) -> Form:
     """tf2onnx at opset 17 with a fixed batch-1 input named ``input`` (NHWC as the source)."""
     quiet_tensorflow()
@@ -246,7 +270,7 @@ def _temporary_file(data: bytes, suffix: str):
         yield str(path)
 
 
-def make_interpreter(data: bytes):
+def make_interpreter(data: bytes, threads: int = 0):
     """A TFLite interpreter on the bytes: LiteRT's when installed, else TensorFlow's own
     (deprecated in TF 2.21 but identical outputs)."""
     try:
@@ -258,17 +282,17 @@ def make_interpreter(data: bytes):
         Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_content=data)
+        interpreter = Interpreter(model_content=data, num_threads=threads or None)
     interpreter.allocate_tensors()
     return interpreter
 
 
-def tflite_call(data: bytes):
+def tflite_call(data: bytes, threads: int = 0):
     """``infer(x) -> array`` on the TFLite interpreter; int8/uint8 models are fed and read
     through their quantisation parameters, so they compare with float paths."""
     import numpy as np
 
-    interpreter = make_interpreter(data)
+    interpreter = make_interpreter(data, threads)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
     def infer(x):

@@ -91,9 +91,12 @@ def parse_options(text: str, rest: str, runner_cls) -> tuple[dict, dict]:
 def make_variant(text: str, runner_cls, fields: dict, program: dict, target=None) -> Variant:
     """The Variant for parsed options (one InputError line for options the schema refuses)."""
     from ..build.options import BuildOptions
+    from ..compression import check_variant
 
-    return Variant(text, runner_cls.name, target, BuildOptions(**fields), via=program.get("via", ""),
-                   model=program.get("model", ""))
+    variant = Variant(text, runner_cls.name, target, BuildOptions(**fields), via=program.get("via", ""),
+                      model=program.get("model", ""))
+    check_variant(variant)
+    return variant
 
 
 class Runner:
@@ -115,6 +118,8 @@ class Runner:
         self.prepare_s = 0.0
         self._prepared = False
         self.kernels = None  # what a later build may link against, after prepare() (builders only)
+        self.images = None  # the run's preprocessed images: a quantisation's calibration set (`use_images`)
+        self.threads = 0  # threads the runtime may use (`use_threads`); 0: the runtime's own choice
 
     # ------------------------------------------------------------ class-level hooks
     @classmethod
@@ -188,6 +193,20 @@ class Runner:
                 logits[: i + 1] = np.concatenate(outs, axis=0)
                 return RunOutput(logits, lat, images_run=i + 1)
         return RunOutput(np.concatenate(outs, axis=0), lat)
+
+    def use_images(self, batch: np.ndarray) -> None:
+        """The images this runner will run (preprocessed): int8-static calibration draws from them."""
+        self.images = batch
+
+    def use_threads(self, threads: int) -> None:
+        """Run on ``threads`` threads (TVM's pool, ONNX Runtime's intra-op threads,
+        ``torch.set_num_threads``, the TFLite interpreter): latencies compare only at equal counts."""
+        self.threads = int(threads)
+
+    def artifact(self) -> dict:
+        """What is deployed, after prepare(): ``size_bytes`` (the deployable file), and where
+        known ``parameters`` / ``nonzeros`` (a sparse format's size; zeros do not shrink a file)."""
+        return {}
 
     def share_kernels(self, kernels) -> None:
         """Build against an earlier build's ``kernels`` (a runner that builds nothing ignores them)."""

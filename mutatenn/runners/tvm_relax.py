@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..build import (
     DEFAULT_OPT_LEVEL,
+    BuildOptions,
     BuildStats,
     SharedBuild,
     build_artifact,
@@ -16,6 +17,8 @@ from ..build import (
     check_runnable,
     parse_target,
 )
+from ..compression import is_compressed
+from ..compression.apply import compress_relax
 from ..errors import InputError, TargetError, first_line
 from .base import Runner, Variant, make_variant, parse_options
 
@@ -86,6 +89,8 @@ class TVMRunner(Runner):
             options = options.with_overrides({"tuning_db": str(require_database(self.program.spec, self.variant.target,
                                                                            self.program.via))})
         self.build_stats, self.shared = BuildStats(options.schedule), SharedBuild()
+        if is_compressed(options):  # after the mutant is made, before it is built
+            self.mod = compress_relax(self.mod, options, self.images, calibration_build)
         if self.variant.target.spec["kind"] != "llvm":  # CUDA: TVM's own build, nothing shared
             self.executable = build_artifact(self.mod, self.variant.target, options, stats=self.build_stats)
             return
@@ -97,9 +102,22 @@ class TVMRunner(Runner):
         return {**self.build_stats.summary(), "kernels_compiled": len(self.shared.compiled),
                 "kernels_reused": len(self.shared.reused)}
 
+    def artifact(self) -> dict:
+        """The exported library (kernels, VM bytecode and constants in one ``.so``)."""
+        from ..compression.pruning import param_stats, relax_constants
+
+        stats = param_stats(relax_constants(self.mod))
+        with tempfile.TemporaryDirectory(prefix="mutatenn-size-") as tmp:
+            path = Path(tmp) / "program.so"
+            self.executable.export_library(str(path))
+            return {"size_bytes": path.stat().st_size, "parameters": stats.parameters, "nonzeros": stats.nonzeros}
+
     def open_impl(self):
         import tvm
         from tvm import relax
+
+        if self.threads and self.variant.target.device != "rpc":
+            tvm.get_global_func("runtime.config_threadpool")(1, self.threads)
 
         target = self.variant.target
         if target.device == "rpc":
@@ -109,6 +127,23 @@ class TVMRunner(Runner):
             lib, dev = self.executable, (tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0))
         main = relax.VirtualMachine(lib, dev)["main"]
         return lambda x: main(tvm.runtime.tensor(x, device=dev)).numpy()
+
+
+def calibration_build(mod):
+    """``main(x) -> [outputs]`` of ``mod`` built for this CPU with the default options: the
+    calibration run of an int8-static quantisation (on the machine MutateNN runs on)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    executable = build_artifact(mod, parse_target("cpu"), BuildOptions())
+    main = relax.VirtualMachine(executable, tvm.cpu(0))["main"]
+
+    def call(x: np.ndarray) -> list:
+        out = main(tvm.runtime.tensor(x, device=tvm.cpu(0)))
+        return [item.numpy() for item in out]
+
+    return call
 
 
 def check_rpc_reachable(host: str, port: int, timeout: float = 3.0, what: str = "") -> None:
