@@ -174,7 +174,7 @@ def program_from_source(source: Source, via: str = "", relax: bool = True) -> Pr
                        notes=list(source.notes), source=source)
     via = resolve_via(source.framework, via, who=f"model {source.spec!r}")
     form = convert(source, via)
-    mod = import_form(form, source.spec) if relax else None
+    mod = import_form(form, source.spec, source.framework) if relax else None
     labels = source.labels
     classes = output_classes(mod) if mod is not None else 0
     if classes and classes != len(labels):

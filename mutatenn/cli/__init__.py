@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.debug:
         os.environ.setdefault("TVM_LOG_DEBUG", "0")
+    from ..frameworks.tensorflow import quiet_tensorflow
+
+    quiet_tensorflow()  # before any worker starts: workers inherit the environment
     try:
         return _dispatch(args)
     except MutateNNError as err:
