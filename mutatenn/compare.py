@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .frameworks import Source
 from .images import ImageSet, load_image_set, thumbnail_uri
 from .isolation import DONE, run_isolated
-from .loading import load_source_isolated, program_from_source, source_family
+from .loading import load_source_isolated, preprocessing_text, program_from_source, source_family
 from .outputs import prepare_out_dir, write_csv, write_json
 from .program import Program
 from .runners import Variant, parse_variant, parse_variant_list, program_for, runner_class, runner_ref
@@ -170,6 +171,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
     source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)[0]
+    announce_inputs(source, images)
     saved_notes = saved.check(source, pretrained, images_spec, images) if saved else []
     saved_result = saved.result() if saved else None  # read now: an unreadable file stops before any build
     sources = variant_sources(source, to_run, pretrained)
@@ -202,7 +204,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         "image_count": len(images), "baseline": baseline.text, "variants": [v.text for v in variants],
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
-        "preset": source.preset, "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
+        "preset": source.preset, "preprocessing": preprocessing_text(source), "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
         "errors": errors,
         "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
         "metrics": operators.CATALOGUE.describe(),
@@ -218,6 +220,14 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         render_report(out_dir)
     user_errors = {name: r.error for name, r in results.items() if r.user_error}
     return Comparison(out_dir, table, per_image, pairwise, errors, user_errors, aligned)
+
+
+def announce_inputs(source, images: ImageSet) -> None:
+    """The first lines of a command: the preprocessing every result depends on, and the
+    files of the image folder that were skipped (one line, counted)."""
+    print(f"preprocessing: {preprocessing_text(source)}", file=sys.stderr)
+    if images.skipped_line():
+        print(f"warning: {images.skipped_line()}", file=sys.stderr)
 
 
 def image_records(images: ImageSet) -> list[dict]:

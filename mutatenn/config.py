@@ -22,7 +22,7 @@ from .build import (
     check_runnable,
     parse_target,
 )
-from .errors import ConfigError, InputError, TargetError
+from .errors import ConfigError, ConfigErrors, InputError, TargetError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
@@ -144,14 +144,18 @@ def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
 def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_devices: bool = True) -> CampaignConfig:
     """Check every key of a config dict; relative model paths are resolved against base_dir;
     ``local_devices``: each stack's target must run on this machine."""
+    problems: list[str] = []
+    collect = _collector(problems)
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    model, pretrained, preset, via = _model(raw, base_dir)
-    images = _images(raw, base_dir)
-    levels, operators = _mutants(raw.get("mutants", {}))
-    stacks = _stacks(raw.get("stacks"), model, via, local_devices)
-    criterion = _criterion(raw.get("kill", {}))
+        problems.append(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    model, pretrained, preset, via = collect(_model, raw, base_dir) or (None,) * 4
+    images = collect(_images, raw, base_dir)
+    levels, operators = collect(_mutants, raw.get("mutants", {})) or (None, None)
+    stacks = collect(_every_stack, raw.get("stacks"), model, via, local_devices) if model else None
+    criterion = collect(_criterion, raw.get("kill", {}))
+    if problems:  # the independent sections' problems together, one per line
+        raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
     if "accuracy_drop" in criterion.metrics:
         from .images import load_image_set
 
@@ -181,6 +185,33 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
                           timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
                           reference=_reference(run, base_dir), timing=_timing(run, criterion))
+
+
+def _collector(problems: list[str]):
+    """``collect(fn, *args)``: fn's value, or None with its ConfigError(s) added to ``problems``,
+    so independent sections are all checked and a config's problems are reported together."""
+    def collect(fn, *args):
+        try:
+            return fn(*args)
+        except ConfigErrors as err:
+            problems.extend(err.problems)
+        except ConfigError as err:
+            problems.append(str(err))
+        return None
+    return collect
+
+
+def _every_stack(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
+    """`_stacks` on each [[stacks]] entry alone first, so every bad stack is named, then on
+    the whole list (names used twice)."""
+    if isinstance(value, list):
+        problems: list[str] = []
+        collect = _collector(problems)
+        for i, table in enumerate(value):
+            collect(_stacks, [table], model, model_via, local_devices, i)
+        if len(problems) > 1:
+            raise ConfigErrors(problems)
+    return _stacks(value, model, model_via, local_devices)
 
 
 def _timing(run: dict, criterion):
@@ -498,14 +529,14 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
     return levels, chosen
 
 
-def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
+def _stacks(value, model: str, model_via: str = "", local_devices: bool = True, first: int = 0) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
     out, names = [], set()
     for i, table in enumerate(value):
-        key = f"stacks[{i}]"
+        key = f"stacks[{first + i}]"
         table = _table(table, key, {"name", "target", "opt_level", "disabled_passes", "required_passes",
                                     "fast_math", "schedule", "tir_options", "via", "bounds_check"})
         target = _string(table, "target", f"{key}.target", required=True)

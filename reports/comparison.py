@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from . import charts
-from .common import fmt_num, run_overview, sort_key, thumbnails, to_bool, to_float
+from .common import fmt_num, is_missing, run_overview, sort_key, thumbnails, to_bool, to_float
 from .rundata import RunData
 
 
@@ -42,14 +42,29 @@ def _goodness(scale: str, value: float | None) -> float | None:
 
 
 def _table_columns(run: RunData) -> list[tuple[str, str]]:
-    """The comparison table: variant, baseline, every metric run.json lists, latency spread, accuracy."""
+    """The comparison table: variant, baseline, every metric run.json lists, latency spread,
+    accuracy, and why a variant failed when one did."""
+    failed = "error" in run.comparison.columns and any(_text(v) for v in run.comparison["error"])
     return ([("variant", "Variant"), ("path", "Framework path"), ("baseline", "Baseline")]
             + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
-               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")])
+               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")]
+            + ([("error", "Failed: why")] if failed else []))
 
 
-_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag"}
+_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag", "error"}
+
+
+def _text(v) -> str:
+    """A text cell: an empty or missing value (NaN in a CSV read back) is blank, never "nan"."""
+    return "" if is_missing(v) else str(v)
+
+
+def _cell(key: str, v) -> tuple[str, str]:
+    """(text, sort key) of one comparison-table cell; a missing number is blank too."""
+    if key in _TEXT_COLUMNS:
+        return _text(v), ""
+    return ("" if to_float(v) is None else fmt_num(v)), sort_key(v)
 
 
 def _variants(run: RunData) -> list[str]:
@@ -128,8 +143,7 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
                          f"(p10 {fmt_num(r['latency_ms_p10'], 3)} – p90 {fmt_num(r['latency_ms_p90'], 3)})")}
                for r in comp]
     columns = _table_columns(run)
-    table = [[(str(r.get(k, "")), "") if k in _TEXT_COLUMNS else (fmt_num(r.get(k)), sort_key(r.get(k)))
-              for k, _ in columns] for r in comp]
+    table = [[_cell(k, r.get(k)) for k, _ in columns] for r in comp]
     thumb_rules, thumb_index = thumbnails(run.images)
     baseline = meta.get("baseline")
     baseline = str(baseline.get("name") if isinstance(baseline, dict) else baseline or "—")
@@ -147,6 +161,9 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
                           if isinstance(r.get("latency_flag"), str) and r.get("latency_flag")],
         "disagreements": _disagreements(run, variants, caps, thumb_index),
         "table_columns": [t for _, t in columns],
+        "table_numeric": [k not in _TEXT_COLUMNS for k, _ in columns],
+        "table_failed": [bool(_text(r.get("error"))) for r in comp],
+        "failed": [(str(r["variant"]), _text(r.get("error"))) for r in comp if _text(r.get("error"))],
         "table": table,
         "thumb_rules": thumb_rules,
         "caps": caps,

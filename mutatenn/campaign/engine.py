@@ -51,7 +51,9 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
 
         client = connect(scheduler)
     out_dir = Path(out_dir)
+    before = rundir.folder_state(out_dir)
     store = rundir.open_run_folder(out_dir, config)
+    jobs_started = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -61,6 +63,9 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         if program is None:
             raise CampaignError("no stack's import path could be loaded: "
                                 + "; ".join(f"{via}: {reason}" for via, reason in paths.failed.items()))
+        from ..compare import announce_inputs
+
+        announce_inputs(program.source, images)
         for stack, reason in paths.failed_stacks(config).items():
             print(f"warning: stack {stack!r} left out: {reason}", file=sys.stderr)
         say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks"
@@ -75,6 +80,7 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         load_reference(config, program, images, out_dir)
         orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
                                     truth=image_truth(config, program, images))
+        jobs_started = True
         orchestrator.run()
         if config.rejudge_unstable:
             Rejudge(orchestrator).run()
@@ -84,6 +90,11 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         store.set_meta("duration_s", round(elapsed, 3))
         failed = {**paths.failed_stacks(config), **orchestrator.failed}
         verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store, failed)
+    except BaseException:
+        store.close()
+        if not jobs_started:  # nothing ran: leave the folder as it was found, so a corrected rerun starts clean
+            rundir.restore_folder(out_dir, before)
+        raise
     finally:
         store.close()
         if client is not None:

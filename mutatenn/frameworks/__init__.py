@@ -46,6 +46,7 @@ class Source:
     exported: Any = field(default=None, repr=False)  # a saved torch.export program (.pt2)
     path: str = ""  # the file or folder the model came from, when there is one
     forms: dict = field(default_factory=dict, repr=False)  # via -> Form, filled by `convert`
+    preset_note: str = ""  # why the preset differs from the loader's default, when it does
 
     @property
     def framework_name(self) -> str:

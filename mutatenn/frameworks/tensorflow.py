@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import ModelError
 from ..program import InputSpec, guess_layout
 from . import Form, Source, stage_message
+from .quiet import quiet_tensorflow
 
 SEED = 0
 # name -> (weights file in Keras' cache, input size, preprocessing preset): weights are
@@ -29,19 +30,6 @@ KERAS_MODELS = {
     "DenseNet121": ("densenet121_weights_tf_dim_ordering_tf_kernels.h5", 224, "imagenet"),
     "EfficientNetB0": ("efficientnetb0.h5", 224, "pixels"),
 }
-
-
-# Environment that keeps TensorFlow's start-up banners (absl's "log messages before
-# InitializeLog", oneDNN's "custom operations are on", cpu_feature_guard) off stderr. It is
-# read when TensorFlow is imported, so it is set before that, and workers inherit it.
-# oneDNN's custom ops are off too: their results depend on the CPU's instruction set.
-QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
-
-
-def quiet_tensorflow():
-    """TensorFlow's start-up logging off unless the user set these variables (must precede its import)."""
-    for name, value in QUIET_TENSORFLOW.items():
-        os.environ.setdefault(name, value)
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ class TVMRunner(Runner):
         level = int(match["level"]) if match["level"] is not None else DEFAULT_OPT_LEVEL
         if level > 3:
             raise TargetError(f"variant {text!r}: opt level must be O0..O3")
-        target = parse_target(match["target"])
+        target = _variant_target(text, match["target"])
         options = parse_options(text, f"({match['options'] or ''})", OPTION_KEYS)
         via, model = options.pop("via", ""), options.pop("model", "")
         if options.get("schedule") == "tuned" and target.spec["kind"] != "llvm":
@@ -104,6 +104,30 @@ class TVMRunner(Runner):
             lib, dev = self.executable, (tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0))
         main = relax.VirtualMachine(lib, dev)["main"]
         return lambda x: main(tvm.runtime.tensor(x, device=dev)).numpy()
+
+
+SHORT_SYNTAX = "tvm:TARGET[:O<level>][(options)]"
+
+
+def _variant_target(text: str, name: str):
+    """The variant's target; a wrong one names the variant syntax, and an opt level written
+    without its O (``tvm:cpu:3``) is pointed out."""
+    try:
+        return parse_target(name)
+    except TargetError as err:
+        problem = str(err)
+        base, _, level = name.rpartition(":")
+        if level.isdigit() and base and _is_target(base):
+            problem = f"the opt level is written O{level} ({text.replace(name, f'{base}:O{level}', 1)})"
+        raise TargetError(f"variant {text!r}: {problem}; the syntax is {SHORT_SYNTAX}") from None
+
+
+def _is_target(name: str) -> bool:
+    try:
+        parse_target(name)
+    except TargetError:
+        return False
+    return True
 
 
 def check_rpc_reachable(host: str, port: int, timeout: float = 3.0, what: str = "") -> None:
