@@ -171,7 +171,6 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         runner_class(v.kind).preflight(v)
     images = load_image_set(images_spec)
     source = model.source if isinstance(model, Program) else load_source_isolated(model, pretrained, preset)[0]
-    announce_inputs(source, images)
     saved_notes = saved.check(source, pretrained, images_spec, images) if saved else []
     saved_result = saved.result() if saved else None  # read now: an unreadable file stops before any build
     sources = variant_sources(source, to_run, pretrained)
@@ -181,6 +180,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     _check_tuning_records(source, to_run)
     save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
+    announce_inputs(source, images)  # every input checked: the work starts
     results = run_variants(sources, images_spec, images, to_run, pretrained, jobs)
     if saved:
         results = {baseline.text: saved_result, **results}

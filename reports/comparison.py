@@ -43,16 +43,15 @@ def _goodness(scale: str, value: float | None) -> float | None:
 
 def _table_columns(run: RunData) -> list[tuple[str, str]]:
     """The comparison table: variant, baseline, every metric run.json lists, latency spread,
-    accuracy, and why a variant failed when one did."""
-    failed = "error" in run.comparison.columns and any(_text(v) for v in run.comparison["error"])
+    accuracy. A failed variant's row gives its reason across the value columns."""
     return ([("variant", "Variant"), ("path", "Framework path"), ("baseline", "Baseline")]
             + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
-               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")]
-            + ([("error", "Failed: why")] if failed else []))
+               ("latency_flag", "Latency flag"), ("accuracy", "Accuracy")])
 
 
-_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag", "error"}
+LEADING_COLUMNS = 3  # variant, path, baseline: shown in a failed variant's row before its reason
+_TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag"}
 
 
 def _text(v) -> str:
@@ -162,7 +161,8 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
         "disagreements": _disagreements(run, variants, caps, thumb_index),
         "table_columns": [t for _, t in columns],
         "table_numeric": [k not in _TEXT_COLUMNS for k, _ in columns],
-        "table_failed": [bool(_text(r.get("error"))) for r in comp],
+        "table_failed": [_text(r.get("error")) for r in comp],
+        "leading_columns": LEADING_COLUMNS,
         "failed": [(str(r["variant"]), _text(r.get("error"))) for r in comp if _text(r.get("error"))],
         "table": table,
         "thumb_rules": thumb_rules,

@@ -36,6 +36,7 @@ class CampaignResult:
 def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None, scheduler: str | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
     """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
+    from ..compare import announce_inputs
     from ..execute import cached_images
 
     clock = time.perf_counter()
@@ -63,9 +64,6 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         if program is None:
             raise CampaignError("no stack's import path could be loaded: "
                                 + "; ".join(f"{via}: {reason}" for via, reason in paths.failed.items()))
-        from ..compare import announce_inputs
-
-        announce_inputs(program.source, images)
         for stack, reason in paths.failed_stacks(config).items():
             print(f"warning: stack {stack!r} left out: {reason}", file=sys.stderr)
         say(quiet, f"planning: {program.name}, {len(images)} images, {len(config.stacks)} stacks"
@@ -78,8 +76,9 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         say(quiet, f"{len(mutants)} mutants ({pending} to build) x {len(config.stacks)} stacks = "
                    f"{len(plan.artifacts)} distinct builds (originals included)")
         load_reference(config, program, images, out_dir)
-        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
-                                    truth=image_truth(config, program, images))
+        truth = image_truth(config, program, images)
+        announce_inputs(program.source, images)  # every input checked: the work starts
+        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet, truth=truth)
         jobs_started = True
         orchestrator.run()
         if config.rejudge_unstable:
