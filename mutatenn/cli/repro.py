@@ -2,7 +2,6 @@
 mutant of a campaign and run the images that killed it (optionally as a standalone script)."""
 from __future__ import annotations
 
-import sys
 import warnings
 
 from ..errors import InputError
@@ -16,7 +15,7 @@ def cmd_repro(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # worker-pool and framework chatter; the result says what matters
         case = open_case(args.run_dir, args.mutant_id, args.stack, all_images=args.all_images)
-        print(f"preprocessing: {case_preprocessing(case)}", file=sys.stderr)
         result = reproduce(case, script=args.script, timeout=args.timeout)
+    print(f"preprocessing: {case_preprocessing(case)}")  # the run's, as every command says first
     print(format_reproduction(result))
     return 0 if result.reproduced else 1
