@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .execute import VariantResult, input_batch, run_variant, run_variant_job
 from .frameworks import Source
 from .images import ImageSet, load_image_set, thumbnail_uri
 from .isolation import DONE, run_isolated
-from .loading import load_source_isolated, program_from_source, source_family
+from .loading import load_source_isolated, preprocessing_text, program_from_source, source_family
 from .outputs import prepare_out_dir, write_csv, write_json
 from .program import Program
 from .runners import Variant, parse_variant, parse_variant_list, program_for, runner_class, runner_ref
@@ -190,6 +191,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     _check_tuning_records(source, to_run)
     save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
+    announce_inputs(source, images)  # every input checked: the work starts
     results = run_variants(sources, images_spec, images, to_run, pretrained, jobs, trusted, threads)
     if saved:
         results = {baseline.text: saved_result, **results}
@@ -215,7 +217,7 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
         "image_count": len(images), "baseline": baseline.text, "variants": [v.text for v in variants],
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - clock, 3), "mutatenn_version": __version__,
-        "preset": source.preset, "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
+        "preset": source.preset, "preprocessing": preprocessing_text(source), "framework": source.framework_name, "paths": paths, "notes": list(source.notes) + aligned,
         "errors": errors, "threads": threads,
         "build_s": {name: round(r.build_s, 3) for name, r in results.items()},
         "metrics": operators.CATALOGUE.describe(),
@@ -243,6 +245,14 @@ def check_threads(threads: int | None) -> int:
     if threads > cores:
         raise InputError(f"--threads {threads}: this machine gives MutateNN {cores} cores")
     return threads
+
+
+def announce_inputs(source, images: ImageSet) -> None:
+    """The first lines of a command: the preprocessing every result depends on, and the
+    files of the image folder that were skipped (one line, counted)."""
+    print(f"preprocessing: {preprocessing_text(source)}", file=sys.stderr)
+    if images.skipped_line():
+        print(f"warning: {images.skipped_line()}", file=sys.stderr)
 
 
 def image_records(images: ImageSet) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .build import BuildOptions, Target, check_runnable, parse_target
-from .errors import ConfigError, InputError, TargetError
+from .errors import ConfigError, ConfigErrors, InputError, TargetError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
@@ -169,14 +169,18 @@ def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
 def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_devices: bool = True) -> CampaignConfig:
     """Check every key of a config dict; relative model paths are resolved against base_dir;
     ``local_devices``: each stack's target must run on this machine."""
+    problems: list[str] = []
+    collect = _collector(problems)
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    model, pretrained, preset, via, trusted = _model(raw, base_dir)
-    images = _images(raw, base_dir)
-    levels, operators = _mutants(raw.get("mutants", {}))
-    stacks = _stacks(raw.get("stacks"), model, via, local_devices)
-    criterion = _criterion(raw.get("kill", {}))
+        problems.append(f"config key {unknown[0]!r}: unknown section (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    model, pretrained, preset, via, trusted = collect(_model, raw, base_dir) or (None,) * 5
+    images = collect(_images, raw, base_dir)
+    levels, operators = collect(_mutants, raw.get("mutants", {})) or (None, None)
+    stacks = collect(_every_stack, raw.get("stacks"), model, via, local_devices) if model else None
+    criterion = collect(_criterion, raw.get("kill", {}))
+    if problems:  # the independent sections' problems together, one per line
+        raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
     from operators.criteria import needs_labels
 
     if needs_labels(criterion):
@@ -232,6 +236,33 @@ def _reuse(run: dict, base_dir: Path) -> str:
     can be reused is decided once the program is loaded (`campaign.reuse`)."""
     text = _string(run, "reuse", "run.reuse")
     return str((base_dir / Path(text).expanduser()).resolve()) if text else ""
+
+
+def _collector(problems: list[str]):
+    """``collect(fn, *args)``: fn's value, or None with its ConfigError(s) added to ``problems``,
+    so independent sections are all checked and a config's problems are reported together."""
+    def collect(fn, *args):
+        try:
+            return fn(*args)
+        except ConfigErrors as err:
+            problems.extend(err.problems)
+        except ConfigError as err:
+            problems.append(str(err))
+        return None
+    return collect
+
+
+def _every_stack(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
+    """`_stacks` on each [[stacks]] entry alone first, so every bad stack is named, then on
+    the whole list (names used twice)."""
+    if isinstance(value, list):
+        problems: list[str] = []
+        collect = _collector(problems)
+        for i, table in enumerate(value):
+            collect(_stacks, [table], model, model_via, local_devices, i)
+        if len(problems) > 1:
+            raise ConfigErrors(problems)
+    return _stacks(value, model, model_via, local_devices)
 
 
 def _timing(run: dict, criterion):
@@ -581,16 +612,16 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
 STACK_IDENTITY_KEYS = ("name", "target")
 
 
-def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
+def _stacks(value, model: str, model_via: str = "", local_devices: bool = True, first: int = 0) -> list[StackSpec]:
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
     out, names = [], set()
     for i, table in enumerate(value):
-        stack = stack_from_table(table, f"stacks[{i}]", model, model_via, local_devices)
+        stack = stack_from_table(table, f"stacks[{first + i}]", model, model_via, local_devices)
         if stack.name in names:
-            raise ConfigError(f"config key 'stacks[{i}].name': stack name {stack.name!r} is used twice")
+            raise ConfigError(f"config key 'stacks[{first + i}].name': stack name {stack.name!r} is used twice")
         names.add(stack.name)
         out.append(stack)
     return out

@@ -19,6 +19,14 @@ class ConfigError(InputError):
     """A campaign config key is missing or wrong; the message names the key."""
 
 
+class ConfigErrors(ConfigError):
+    """Several config problems found in one read: one line each, all reported together."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 class ModelError(InputError):
     """A model reference cannot be loaded or imported."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,40 @@ PRESETS = {
     "pixels": "resize and centre crop as imagenet, 0..255 as they are (Keras EfficientNet rescales inside)",
 }
 
+# What a preset assumes of the model's input: ImageNet-style presets normalise three colour
+# channels and crop the centre of a resized photo, which fits only inputs of some size.
+PRESET_CHANNELS = {"imagenet": 3, "inception": 3, "caffe": 3, "tf": 3, "pixels": 3}
+CROP_MIN_SIDE = 32
+FALLBACK_PRESET = "raw"  # fits every input: a plain resize to the input's size
+
+
+def input_hwc(shape: tuple[int, ...], layout: str) -> tuple[int, int, int]:
+    """(height, width, channels) of a 4-d input shape in ``layout``."""
+    return (shape[1], shape[2], shape[3]) if layout == "NHWC" else (shape[2], shape[3], shape[1])
+
+
+def preset_misfit(preset: str, shape: tuple[int, ...], layout: str) -> str:
+    """Why ``preset`` does not fit an input (empty when it does)."""
+    height, width, channels = input_hwc(shape, layout)
+    wanted = PRESET_CHANNELS.get(preset)
+    if wanted is None:
+        return ""
+    if channels != wanted or min(height, width) < CROP_MIN_SIDE:
+        return (f"{preset} is for {wanted}-channel photos of at least {CROP_MIN_SIDE}x{CROP_MIN_SIDE}; "
+                f"the model takes {height}x{width}x{channels}")
+    return ""
+
+
+def fitting_presets(shape: tuple[int, ...], layout: str) -> list[str]:
+    return [name for name in PRESETS if not preset_misfit(name, shape, layout)]
+
+
+def preprocessing_line(preset: str, shape: tuple[int, ...], layout: str) -> str:
+    """``raw (resize to the input size, /255) to 8x8x1``: what every command says first,
+    so the preset that shapes every result is never silent."""
+    height, width, channels = input_hwc(shape, layout)
+    return f"{preset} ({PRESETS.get(preset, '?')}) to {height}x{width}x{channels}"
+
 
 @dataclass
 class ImageSet:
@@ -39,6 +73,7 @@ class ImageSet:
     names: list[str]
     images: list[np.ndarray]  # uint8, (H, W) or (H, W, 3)
     labels: list[str | None]
+    skipped: list[str] = field(default_factory=list)  # files of the folder that are not images
 
     def __len__(self) -> int:
         return len(self.names)
@@ -48,7 +83,16 @@ class ImageSet:
         return all(label is not None for label in self.labels) and len(self.labels) > 0
 
     def head(self, count: int) -> "ImageSet":
-        return ImageSet(f"{self.name}:{count}", self.names[:count], self.images[:count], self.labels[:count])
+        return ImageSet(f"{self.name}:{count}", self.names[:count], self.images[:count], self.labels[:count],
+                        self.skipped)
+
+    def skipped_line(self) -> str:
+        """One warning line counting the folder's files that are not images (empty: none)."""
+        if not self.skipped:
+            return ""
+        shown = ", ".join(self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+        return (f"{len(self.skipped)} file{'s' if len(self.skipped) > 1 else ''} in {self.name!r} "
+                f"not jpg or png, skipped: {shown}")
 
 
 def load_image_set(spec: str) -> ImageSet:
@@ -82,18 +126,18 @@ def load_folder(path: Path) -> ImageSet:
                 entries.append((f"{item.name}/{sub.name}", sub, item.name))
         else:
             entries.append((item.name, item, None))
+    skipped = [name for name, file, _ in entries if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file()]
+    entries = [entry for entry in entries if entry[0] not in skipped]  # a README, a labels file: not images
     if not entries:
-        raise ImageSetError(f"image folder {str(path)!r} holds no images")
+        raise ImageSetError(f"image folder {str(path)!r} holds no jpg or png images")
     names, images, labels = [], [], []
     for name, file, label in entries:
-        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
-            raise ImageSetError(f"{str(file)!r} is not a jpg or png image")
-        images.append(read_image(file))
+        images.append(read_image(file))  # a jpg or png that cannot be read stops the run, naming it
         names.append(name)
         labels.append(label)
     if any(label is None for label in labels) and any(label is not None for label in labels):
         labels = [None] * len(labels)  # mixed layout: ground truth would be partial
-    return ImageSet(str(path), names, images, labels)
+    return ImageSet(str(path), names, images, labels, skipped)
 
 
 def read_image(file: Path) -> np.ndarray:

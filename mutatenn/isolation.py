@@ -36,6 +36,10 @@ def _executor(jobs: int, restart: bool = False):
 def _switch_family(family: str, jobs: int) -> None:
     """Fresh workers when jobs of another framework family come: a worker that imported
     TensorFlow segfaults when it imports torchvision later (and the pool is reused)."""
+    if family == "tensorflow":  # workers inherit the environment that keeps TensorFlow's banners off
+        from .frameworks.quiet import quiet_tensorflow
+
+        quiet_tensorflow()
     if _FAMILY["current"] is not None and family != _FAMILY["current"]:
         _executor(jobs, restart=True)
     _FAMILY["current"] = family

@@ -24,7 +24,7 @@ from .models.formats import find_format, model_format
 from .models.safety import check_model
 from .program import Program
 
-__all__ = ["PRETRAINED_CHOICES", "TORCHVISION_MODELS", "KERAS_MODELS", "SEED", "UntrainedWeightsWarning",
+__all__ = ["preprocessing_text", "PRETRAINED_CHOICES", "TORCHVISION_MODELS", "KERAS_MODELS", "SEED", "UntrainedWeightsWarning",
            "load_source", "load_program", "program_from_torch", "program_from_source", "torchvision_weights_file"]
 PRETRAINED_CHOICES = ("auto", "require", "never")
 
@@ -46,7 +46,32 @@ def load_source(spec: str, pretrained: str = "auto", preset: str | None = None, 
         if preset not in PRESETS:
             raise ModelError(f"unknown preprocessing preset {preset!r} (known: {', '.join(PRESETS)})")
         source.preset = preset
+    else:
+        _fit_default_preset(source)
     return source
+
+
+def _fit_default_preset(source: Source) -> None:
+    """A model file's default preset (imagenet) that does not fit its input (an 8x8x1
+    digit model) becomes ``raw``, a resize to the input's size, and a note says so; a
+    preset the user named is kept as named."""
+    from .images import FALLBACK_PRESET, preset_misfit
+
+    if len(source.input.shape) != 4:
+        return
+    misfit = preset_misfit(source.preset, source.input.shape, source.input.layout)
+    if misfit:
+        source.preset_note = f"chosen, not {source.preset}: {misfit}; --preset or [model] preset chooses"
+        source.preset = FALLBACK_PRESET
+
+
+def preprocessing_text(source: Source) -> str:
+    """What every command prints first and every report's overview shows: the preset, what
+    it does, the input it feeds, and why it was chosen when MutateNN chose it."""
+    from .images import preprocessing_line
+
+    line = preprocessing_line(source.preset, source.input.shape, source.input.layout)
+    return f"{line} ({source.preset_note})" if source.preset_note else line
 
 
 def source_framework(spec: str) -> str:
@@ -148,7 +173,7 @@ def program_from_source(source: Source, via: str = "", relax: bool = True) -> Pr
                        notes=list(source.notes), source=source)
     via = resolve_via(source.framework, via, who=f"model {source.spec!r}")
     form = convert(source, via)
-    mod = import_form(form, source.spec) if relax else None
+    mod = import_form(form, source.spec, source.framework) if relax else None
     labels = source.labels
     classes = output_classes(mod) if mod is not None else 0
     if classes and classes != len(labels):

@@ -113,6 +113,12 @@ class Reproduction:
 
 
 # ---------------------------------------------------------------- reading the run folder
+def case_preprocessing(case) -> str:
+    """The preprocessing the campaign ran with, as its run.json says."""
+    meta = _campaign_meta(case.run_dir)
+    return str(meta.get("preprocessing") or meta.get("preset") or case.config.preset or "the model's own")
+
+
 def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images: bool = False,
               allow: tuple[str, ...] = ()) -> Case:
     """The mutant × stack of ``run_dir`` to reproduce, or one ReproError line saying why not;

@@ -125,6 +125,19 @@ def _sampled_text(row) -> str:
     return f"{int(sampled)} of {int(population)} ({100.0 * sampled / population:.0f}%)"
 
 
+def _unscored_text(row) -> str:
+    """A heat-map cell with no scored mutant says why: "all equivalent", "all non-viable",
+    "all build errors", or "none scored" for a mix of those."""
+    excluded = [v for v in VERDICTS if v not in SCORED_VERDICTS and int(row.get(v) or 0)]
+    if len(excluded) == 1:
+        return f"all {UNSCORED_WORDS.get(excluded[0], excluded[0].replace('_', ' '))}"
+    return "none scored" if excluded else "no mutants"
+
+
+# How a heat-map cell names a verdict that all of its mutants got (none scored).
+UNSCORED_WORDS = {"equivalent": "equivalent", "non_viable": "non-viable", "build_error": "build errors"}
+
+
 def _score_text(score) -> str:
     f = to_float(score)
     return "—" if f is None else f"{f:.1f}%"
@@ -146,6 +159,15 @@ def _diff_lines(diff: str, cap: int) -> tuple[list[dict], int]:
             cls = "ctx"
         out.append({"cls": cls, "text": line})
     return out, max(0, len(lines) - cap)
+
+
+def _status_text(mutant: dict, per_stack: list[dict]) -> str:
+    """The mutant's fate for the detail header: its verdicts once judged (mutants.json's
+    enumeration status stays "pending" for every mutant that was built), else that status."""
+    verdicts = list(dict.fromkeys(p["verdict"] for p in per_stack if p["verdict"]))
+    if verdicts:
+        return "judged: " + ", ".join(verdicts)
+    return str(mutant.get("status") or "")
 
 
 def _log_tail(text: str, cap: int) -> tuple[str, int]:
@@ -218,12 +240,13 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
             return None, "", f"{op} on {stack}: no mutants"
         f = to_float(r["score"])
         scored = sum(int(r[v]) for v in SCORED_VERDICTS)
+        text = _score_text(f) if scored else _unscored_text(r)
         title = (f"{op} on {stack}: {_score_text(f)}, 95% interval {_interval_text(r)} "
                  f"({int(r['killed'])} killed of {scored} scored; "
                  f"{int(r['build_error'])} build errors, {int(r['non_viable'])} non-viable, "
                  f"{int(r['equivalent'])} equivalent; "
                  f"sites taken: {_sampled_text(r)})")
-        return (None if f is None else f / 100.0), _score_text(f), title
+        return (None if f is None else f / 100.0), text, title
 
     # Mutants, in mutants.json order, then any that only the verdicts name.
     mutants = run.mutants.to_dict("records")
@@ -282,7 +305,7 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         verdict_set = sorted({p["verdict"] for p in per_stack})
         details.append({
             "anchor": anchors[mid], "id": mid, "operator": m.get("operator", ""),
-            "level": m.get("level", ""), "site": m.get("site", ""), "status": m.get("status", ""),
+            "level": m.get("level", ""), "site": m.get("site", ""), "status": _status_text(m, per_stack),
             "reason": m.get("reason", ""), "hash": m.get("hash", ""), "full": full,
             "diff": diff, "diff_more": diff_more, "has_diff": bool(m.get("diff")),
             "stacks": per_stack, "verdicts": verdict_set,

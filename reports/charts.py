@@ -60,14 +60,24 @@ def bar_chart(items: list[tuple[str, float | None, str]], bar_h: int = 26, width
             "plot_w": plot_w, "axis_y": height - 14, "plot_bottom": height - 22}
 
 
+ROW_LABEL_MAX_CHARS = 80  # heat-map row names (operators) are shown whole up to this length
+ROW_CHAR_W = 7.4  # a generous glyph width: a row name must never run past the left edge
+
+
 def heatmap(row_labels, col_labels, cell, cell_w: int = 76, cell_h: int = 26,
             rotate_cols: bool = False) -> dict:
     """A grid; cell(r, c) returns (value for colour in [0,1] or None, text, title).
 
     rotate_cols slants the column names so that many long names fit above narrow cells.
+    Row names are shown whole (they are operator or variant names a reader looks for), so
+    the label column is sized for the longest with room to spare; cells are as wide as
+    their longest text ("all equivalent").
     """
-    lw = label_width(row_labels)
+    contents = {(r, c): cell(r, c) for r in row_labels for c in col_labels}
+    longest_row = max((len(short_label(r, ROW_LABEL_MAX_CHARS)) for r in row_labels), default=4)
+    lw = max(48.0, longest_row * ROW_CHAR_W) + 14
     longest = max((len(short_label(c)) for c in col_labels), default=0)
+    cell_w = int(max(cell_w, max((len(str(t)) for _, t, _ in contents.values()), default=0) * CHAR_W + 14))
     if rotate_cols:
         col_lim = LABEL_MAX_CHARS
         top = int(16 + longest * 7.4 * 0.65)  # bold names run wider than CHAR_W
@@ -79,13 +89,13 @@ def heatmap(row_labels, col_labels, cell, cell_w: int = 76, cell_h: int = 26,
     cells = []
     for i, r in enumerate(row_labels):
         for j, c in enumerate(col_labels):
-            t, text, title = cell(r, c)
+            t, text, title = contents[(r, c)]
             fill, ink = scale_colour(t)
             x, y = lw + j * cell_w, top + i * cell_h
             cells.append({"row": r, "col": c, "x": x, "y": y, "w": cell_w - 2, "h": cell_h - 2,
                           "fill": fill, "ink": ink, "text": text, "title": title,
                           "tx": x + (cell_w - 2) / 2, "ty": y + cell_h / 2 + 3})
-    rows = [{"label": r, "short": short_label(r), "y": top + i * cell_h + cell_h / 2 + 3}
+    rows = [{"label": r, "short": short_label(r, ROW_LABEL_MAX_CHARS), "y": top + i * cell_h + cell_h / 2 + 3}
             for i, r in enumerate(row_labels)]
     cols = [{"label": c, "short": short_label(c, col_lim), "x": lw + j * cell_w + cell_w / 2}
             for j, c in enumerate(col_labels)]

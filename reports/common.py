@@ -109,6 +109,7 @@ def run_overview(meta: dict) -> list[tuple[str, str]]:
     return [
         ("Model", str(meta.get("model", "—"))),
         ("Image set", image_text),
+        ("Preprocessing", str(meta.get("preprocessing") or meta.get("preset") or "—")),
         ("Started", fmt_date(meta.get("started"))),
         ("Finished", fmt_date(meta.get("finished"))),
         ("Time spent", fmt_seconds(meta.get("duration_s"))),

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from . import charts
-from .common import fmt_num, run_overview, sort_key, thumbnails, to_bool, to_float
+from .common import fmt_num, is_missing, run_overview, sort_key, thumbnails, to_bool, to_float
 from .rundata import RunData
 
 
@@ -42,7 +42,8 @@ def _goodness(scale: str, value: float | None) -> float | None:
 
 
 def _table_columns(run: RunData) -> list[tuple[str, str]]:
-    """The comparison table: variant, baseline, every metric run.json lists, latency spread, accuracy."""
+    """The comparison table: variant, baseline, every metric run.json lists, latency spread,
+    accuracy. A failed variant's row gives its reason across the value columns."""
     return ([("variant", "Variant"), ("path", "Framework path"), ("baseline", "Baseline")]
             + [(m["name"], m["title"]) for m in run.metrics]
             + [("latency_ms_median", "Median ms"), ("latency_ms_p10", "p10 ms"), ("latency_ms_p90", "p90 ms"),
@@ -52,6 +53,7 @@ def _table_columns(run: RunData) -> list[tuple[str, str]]:
 
 _COST_TITLES = [("compression", "Compression"), ("threads", "Threads"), ("size_bytes", "Size (bytes)"),
                 ("parameters", "Parameters"), ("nonzeros", "Nonzeros")]
+LEADING_COLUMNS = 3  # variant, path, baseline: shown in a failed variant's row before its reason
 _TEXT_COLUMNS = {"variant", "path", "baseline", "latency_flag", "compression"}
 
 
@@ -67,6 +69,18 @@ def _costs(comp: list[dict]) -> dict | None:
         return None
     return {"svg": svg, "front": sorted(charts.pareto_front(points)),
             "threads": next((r.get("threads") for r in comp if to_float(r.get("threads")) is not None), None)}
+
+
+def _text(v) -> str:
+    """A text cell: an empty or missing value (NaN in a CSV read back) is blank, never "nan"."""
+    return "" if is_missing(v) else str(v)
+
+
+def _cell(key: str, v) -> tuple[str, str]:
+    """(text, sort key) of one comparison-table cell; a missing number is blank too."""
+    if key in _TEXT_COLUMNS:
+        return _text(v), ""
+    return ("" if to_float(v) is None else fmt_num(v)), sort_key(v)
 
 
 def _variants(run: RunData) -> list[str]:
@@ -145,8 +159,7 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
                          f"(p10 {fmt_num(r['latency_ms_p10'], 3)} – p90 {fmt_num(r['latency_ms_p90'], 3)})")}
                for r in comp]
     columns = _table_columns(run)
-    table = [[(str(r.get(k, "")), "") if k in _TEXT_COLUMNS else (fmt_num(r.get(k)), sort_key(r.get(k)))
-              for k, _ in columns] for r in comp]
+    table = [[_cell(k, r.get(k)) for k, _ in columns] for r in comp]
     thumb_rules, thumb_index = thumbnails(run.images)
     baseline = meta.get("baseline")
     baseline = str(baseline.get("name") if isinstance(baseline, dict) else baseline or "—")
@@ -165,6 +178,10 @@ def build_comparison_context(run: RunData, caps: ComparisonCaps = ComparisonCaps
                           if isinstance(r.get("latency_flag"), str) and r.get("latency_flag")],
         "disagreements": _disagreements(run, variants, caps, thumb_index),
         "table_columns": [t for _, t in columns],
+        "table_numeric": [k not in _TEXT_COLUMNS for k, _ in columns],
+        "table_failed": [_text(r.get("error")) for r in comp],
+        "leading_columns": LEADING_COLUMNS,
+        "failed": [(str(r["variant"]), _text(r.get("error"))) for r in comp if _text(r.get("error"))],
         "table": table,
         "thumb_rules": thumb_rules,
         "caps": caps,

@@ -11,6 +11,9 @@ process never imports TensorFlow, because torchvision imported after it segfault
 - broken.keras: bytes that are not a Keras file; nosignature/: a SavedModel without a
   serving signature.
 
+``python tests/_keras_models.py --architectures DIR`` writes small seeded models of the
+kinds a user writes (`ARCHITECTURES`), one ``.keras`` file each.
+
 ``python tests/_keras_models.py --weights HOME`` writes a MobileNetV2 weights file into a
 Keras home folder instead.
 """
@@ -35,6 +38,39 @@ def small_cnn(keras, classes: int, activation=None):
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(classes)(x))
+
+
+def architectures(keras) -> dict:
+    """Small 8x8x1 networks of the layer kinds a user's own Keras model has: a Sequential
+    CNN with Flatten (its RESHAPE once needed a run-time shape), global average pooling
+    with batch norm and dropout, a residual add, and depthwise convolutions."""
+    layers = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    y = layers.Conv2D(8, 3, padding="same")(x)
+    x = layers.Flatten()(layers.Activation("relu")(layers.Add()([x, y])))
+    return {
+        "flatten": keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(8, 3, padding="same", activation="relu"),
+                                     layers.MaxPooling2D(), layers.Conv2D(16, 3, padding="same", activation="relu"),
+                                     layers.Flatten(), layers.Dense(10)]),
+        "gap_bn_dropout": keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(8, 3, padding="same"),
+                                            layers.BatchNormalization(), layers.ReLU(), layers.Dropout(0.3),
+                                            layers.GlobalAveragePooling2D(), layers.Dense(10)]),
+        "residual": keras.Model(inp, layers.Dense(10)(x)),
+        "depthwise": keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(8, 1),
+                                       layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+                                       layers.Conv2D(8, 1), layers.AveragePooling2D(2), layers.Flatten(),
+                                       layers.Dense(10)]),
+    }
+
+
+def write_architectures(out: Path) -> None:
+    import keras
+
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    for name, model in architectures(keras).items():
+        model.save(out / f"{name}.keras")
 
 
 def with_background_class(keras, model):
@@ -95,5 +131,7 @@ def write_keras_weights(home: Path, seed: int = 1) -> Path:
 if __name__ == "__main__":
     if sys.argv[1] == "--weights":
         write_keras_weights(Path(sys.argv[2]))
+    elif sys.argv[1] == "--architectures":
+        write_architectures(Path(sys.argv[2]))
     else:
         main(Path(sys.argv[1]))

@@ -127,6 +127,7 @@ def test_a_failing_conversion_leaves_the_other_variants_their_results(tf_models,
     result = compare(str(tf_models / "erf_saved"), "digits:16", "tflite,tvm:cpu(via=tf2onnx),onnxruntime",
                      "keras", tmp_path / "cmp", jobs=2, render=False)
     assert set(result.errors) == {"tflite"} and "TFLite has no builtin op for Erf" in result.errors["tflite"]
+    assert result.errors["tflite"].endswith("; try via=tf2onnx")  # the other path this model can take
     table = result.table.set_index("variant")
     assert table.loc["tvm:cpu(via=tf2onnx)", "top1_agreement"] == 1.0
     assert table.loc["onnxruntime", "path"] == "TensorFlow SavedModel -> tf2onnx (onnx)"

@@ -132,12 +132,12 @@ def test_bad_image_folders_are_refused_with_a_clear_message(tmp_path, problem):
     folder = tmp_path / "imgs"
     if problem != "missing":
         folder.mkdir()
-    if problem == "text":
-        _png(folder / "ok.png", 5)
+    if problem == "text":  # files that are not images are skipped (tests/test_first_hour.py): none is left
         (folder / "notes.txt").write_text("hello")
     if problem == "corrupt":
+        _png(folder / "ok.png", 5)
         (folder / "broken.png").write_bytes(b"\x89PNG not really")
-    expected = {"empty": "holds no images", "text": "notes.txt' is not a jpg or png",
+    expected = {"empty": "holds no jpg or png images", "text": "holds no jpg or png images",
                 "corrupt": "cannot read image", "missing": "neither a folder nor a bundled set"}[problem]
     with pytest.raises(InputError, match=expected):
         load_image_set(str(folder))

@@ -39,6 +39,7 @@ class CampaignResult:
 def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None, scheduler: str | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
     """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
+    from ..compare import announce_inputs
     from ..execute import cached_images
     from ..loading import check_model_isolated
 
@@ -56,7 +57,9 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         client = connect(scheduler)
     out_dir = Path(out_dir)
     check_model_isolated(config.model, config.trusted)  # an untrusted file is refused before the run folder
+    before = rundir.folder_state(out_dir)
     store = rundir.open_run_folder(out_dir, config)
+    jobs_started = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -81,8 +84,10 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
                    f"{len(plan.artifacts)} distinct builds (originals included)")
         reuse_builds(config, plan, store, out_dir, run_inputs(config, program, images), quiet)
         load_reference(config, program, images, out_dir)
-        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet,
-                                    truth=image_truth(config, program, images))
+        truth = image_truth(config, program, images)
+        announce_inputs(program.source, images)  # every input checked: the work starts
+        orchestrator = Orchestrator(config, plan, store, out_dir, workers, client, quiet, truth=truth)
+        jobs_started = True
         orchestrator.run()
         if config.rejudge_unstable:
             Rejudge(orchestrator).run()
@@ -93,6 +98,11 @@ def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None,
         failed = {**paths.failed_stacks(config), **orchestrator.failed}
         verdicts, scores = rundir.write_outputs(out_dir, config, program, images, plan, store, failed)
         rundir.write_exports(out_dir, config.exports)
+    except BaseException:
+        store.close()
+        if not jobs_started:  # nothing ran: leave the folder as it was found, so a corrected rerun starts clean
+            rundir.restore_folder(out_dir, before)
+        raise
     finally:
         store.close()
         if client is not None:

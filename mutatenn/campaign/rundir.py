@@ -47,6 +47,33 @@ def open_run_folder(out_dir: Path, config: CampaignConfig) -> ResultStore:
     return store
 
 
+def folder_state(out_dir: Path) -> str:
+    """What a run folder was before this run opened it: "absent", "empty" or "resumed"
+    (what else a folder may hold, `open_run_folder` refuses)."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return "absent"
+    return "resumed" if (out_dir / schema.RESULTS_SQLITE).is_file() else "empty"
+
+
+def restore_folder(out_dir: Path, state: str) -> None:
+    """Undo what opening a new run folder wrote, when the run fails before its first job:
+    an absent folder is removed, an empty one emptied; a resumed run's folder is kept."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if state == "resumed" or not out_dir.is_dir():
+        return
+    if state == "absent":
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for item in out_dir.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
 def outputs_path(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / "outputs" / f"{key}.npz"
 
@@ -165,7 +192,7 @@ def write_outputs(out_dir: Path, config: CampaignConfig, program, images, plan, 
         "unstable_originals": unstable_originals(originals, built),
         "builds": len(built), "build_s_total": round(sum(a["build_s"] or 0 for a in built.values()), 3),
         "build_summary": _build_summary(builds), "fast_kill": config.fast_kill,
-        "originals": dict(originals), "preset": program.preset, "notes": program.notes,
+        "originals": dict(originals), "preset": program.preset, "preprocessing": _preprocessing(program), "notes": program.notes,
         "framework": program.source.framework_name if program.source is not None else program.framework,
         "failed_stacks": dict(failed_stacks or {}),
         "metrics": operators.CATALOGUE.describe(),
@@ -247,3 +274,10 @@ def render_run_report(out_dir: Path) -> tuple[Path | None, str]:
         return reports.render_report(out_dir), ""
     except Exception as err:  # a broken report must not throw away a finished campaign
         return None, first_line(err)
+
+
+def _preprocessing(program) -> str:
+    """run.json's "preprocessing" line (the report's overview shows it)."""
+    from ..loading import preprocessing_text
+
+    return preprocessing_text(program.source) if program.source is not None else program.preset

@@ -168,12 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.debug:
         os.environ.setdefault("TVM_LOG_DEBUG", "0")
+    from ..frameworks.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # before any worker starts: workers inherit the environment
     try:
         return _dispatch(args)
     except MutateNNError as err:
         if args.debug:
             raise
-        print(f"mutatenn: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [""]:  # several config problems: one line each
+            print(f"mutatenn: error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("mutatenn: interrupted", file=sys.stderr)

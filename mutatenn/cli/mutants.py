@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 from ..errors import InputError
@@ -29,11 +30,13 @@ def cmd_mutants(args) -> int:
         return 0
     if not args.model:
         raise InputError("mutants: give --model MODEL (or --list-operators)")
-    from ..loading import load_program
+    from ..loading import load_program, preprocessing_text
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = load_program(args.model, args.pretrained, via=args.via or "", trusted=args.trust_model)
+    if program.source is not None:
+        print(f"preprocessing: {preprocessing_text(program.source)}", file=sys.stderr)
     operators = _split(args.operators)
     levels = _split(args.level)
     try:

@@ -47,6 +47,7 @@ class Source:
     exported: Any = field(default=None, repr=False)  # a saved torch.export program (.pt2)
     path: str = ""  # the file or folder the model came from, when there is one
     forms: dict = field(default_factory=dict, repr=False)  # via -> Form, filled by `convert`
+    preset_note: str = ""  # why the preset differs from the loader's default, when it does
 
     @property
     def framework_name(self) -> str:
@@ -138,11 +139,20 @@ def _convert(source: Source, via: str) -> Form:
     module, _, func = path.convert.partition(":")
     try:
         return getattr(import_module(module), func)(source)
+    except ModelError as err:  # a converter's own line (an op TFLite lacks): point to the other paths
+        raise ModelError(f"{err}{other_paths_hint(source.framework, via)}") from None
     except InputError:
         raise
     except Exception as err:  # converters fail in many ways; the user needs the first line
         raise ModelError(stage_message("convert", f"{source.framework_name} -> {path.form} via {via}",
-                                       source.spec, err)) from None
+                                       source.spec, err) + other_paths_hint(source.framework, via)) from None
+
+
+def other_paths_hint(source_framework: str, via: str) -> str:
+    """``; try via=tf2onnx``: the other import paths a model of this framework can take,
+    appended to a failure on one path (empty when there is no other)."""
+    others = [name for name in paths_for(source_framework) if name != via]
+    return f"; try {' or '.join(f'via={name}' for name in others)}" if others else ""
 
 
 def stage_message(stage: str, framework: str, spec: str, err: BaseException | str) -> str:
@@ -159,15 +169,17 @@ IMPORTERS = {
 }
 
 
-def import_form(form: Form, spec: str):
-    """The form imported into a Relax IRModule whose ``main`` returns one tensor."""
+def import_form(form: Form, spec: str, source_framework: str = ""):
+    """The form imported into a Relax IRModule whose ``main`` returns one tensor; a failure
+    names the other paths ``source_framework``'s models can take."""
     module, _, func = IMPORTERS[form.kind].partition(":")
     try:
         return getattr(import_module(module), func)(form)
     except InputError:
         raise
     except Exception as err:  # an op the frontend lacks, a shape it cannot infer, ...
-        raise ModelError(stage_message("import", f"TVM {form.kind} frontend, via {form.via}", spec, err)) from None
+        raise ModelError(stage_message("import", f"TVM {form.kind} frontend, via {form.via}", spec, err)
+                         + other_paths_hint(source_framework, form.via)) from None
 
 
 class UntrainedWeightsWarning(UserWarning):

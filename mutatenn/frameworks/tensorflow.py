@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import ModelError, first_line
 from ..program import InputSpec, guess_layout
 from . import Form, Source, stage_message
+from .quiet import quiet_tensorflow
 
 SEED = 0
 # name -> (weights file in Keras' cache, input size, preprocessing preset): weights are
@@ -31,9 +32,26 @@ KERAS_MODELS = {
 }
 
 
-def quiet_tensorflow():
-    """TensorFlow's C++ logging off unless the user asked for it (must precede its import)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+@contextlib.contextmanager
+def _tflite_info_dropped():
+    """The TFLite runtime prints ``INFO: Created TensorFlow Lite XNNPACK delegate`` on the
+    process's stderr (file descriptor 2, past Python); keep every other line it writes."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            sys.stderr.write("".join(kept))
 
 
 @contextlib.contextmanager
@@ -195,17 +213,20 @@ def _concrete_function(source: Source):
 
 
 def to_tflite(source: Source) -> Form:
-    """The TFLite converter (float32, no quantisation); a .tflite source as it is."""
+    """The TFLite converter (float32, no quantisation) on the model's batch-1 function with
+    its variables frozen; a .tflite source as it is. Converting the Keras model itself keeps
+    a dynamic batch, so a Flatten becomes a RESHAPE whose shape is computed at run time,
+    which TVM's TFLite frontend cannot import; with the input shape fixed it is a constant."""
     if source.framework == "tflite":
         return Form("tflite", "tflite", source.native, source.input)
     quiet_tensorflow()
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     with _silenced():
-        if source.framework == "keras":
-            converter = tf.lite.TFLiteConverter.from_keras_model(source.native)
-        else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(source.path)
+        function, _ = _concrete_function(source)
+        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
         try:
             data = converter.convert()
         except Exception as err:  # name the ops TFLite lacks: the MLIR dump's first line does not
@@ -280,10 +301,10 @@ def make_interpreter(data: bytes, threads: int = 0):
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _tflite_info_dropped():
         warnings.simplefilter("ignore")
         interpreter = Interpreter(model_content=data, num_threads=threads or None)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -61,6 +61,17 @@ def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=Non
     return loc
 
 
+def _preprocessing(loc) -> str:
+    """The first line of the command's output: each side's preprocessing (one line when equal)."""
+    from ..loading import preprocessing_text
+
+    def text(program):
+        return preprocessing_text(program.source) if program.source is not None else program.preset
+
+    a, b = text(loc.pairing.a.program), text(loc.pairing.b.program)
+    return f"preprocessing: {a}" if a == b else f"preprocessing: A {a}; B {b}"
+
+
 def localize_job(kwargs: dict, out: str) -> dict:
     """Worker entry point of the command: a mutant's build may read outside its buffers and
     crash, which must end this job, not the command. Returns the printed text, or the
@@ -79,7 +90,7 @@ def localize_job(kwargs: dict, out: str) -> dict:
             return {"status": "input_error", "reason": str(err), "code": err.exit_code}
     # MutateNN's own warnings (untrained weights); framework and worker-pool chatter is not the user's.
     said = dict.fromkeys(str(w.message) for w in caught if "mutatenn" in w.filename)
-    parts = [format_localization(loc)]
+    parts = [_preprocessing(loc), format_localization(loc)]
     if loc.fault_report is not None:
         parts.append(loc.fault_report.format())
     if loc.reduced is not None:

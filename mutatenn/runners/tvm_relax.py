@@ -47,7 +47,7 @@ class TVMRunner(Runner):
         match = _OPT_SUFFIX.match(rest)
         if not rest or not match:
             raise TargetError(f"variant {text!r}: expected {cls.syntax}")
-        target = parse_target(match["target"])
+        target = _variant_target(text, match["target"])
         fields, program = parse_options(text, f"({match['options'] or ''})", cls)
         if match["level"] is not None:
             if "opt_level" in fields:
@@ -144,6 +144,30 @@ def calibration_build(mod):
         return [item.numpy() for item in out]
 
     return call
+
+
+SHORT_SYNTAX = "tvm:TARGET[:O<level>][(options)]"
+
+
+def _variant_target(text: str, name: str):
+    """The variant's target; a wrong one names the variant syntax, and an opt level written
+    without its O (``tvm:cpu:3``) is pointed out."""
+    try:
+        return parse_target(name)
+    except TargetError as err:
+        problem = str(err)
+        base, _, level = name.rpartition(":")
+        if level.isdigit() and base and _is_target(base):
+            problem = f"the opt level is written O{level} ({text.replace(name, f'{base}:O{level}', 1)})"
+        raise TargetError(f"variant {text!r}: {problem}; the syntax is {SHORT_SYNTAX}") from None
+
+
+def _is_target(name: str) -> bool:
+    try:
+        parse_target(name)
+    except TargetError:
+        return False
+    return True
 
 
 def check_rpc_reachable(host: str, port: int, timeout: float = 3.0, what: str = "") -> None:
