@@ -10,6 +10,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from mutatenn.cli import main
 from mutatenn.execute import input_batch
@@ -90,6 +91,7 @@ def test_transforms_are_bounded_images():
     assert out.dtype == np.uint8 and int(out[0, 0]) == 128 + round(0.1 * 255)
 
 
+@pytest.mark.slow
 def test_strengthen_kills_the_survivor_and_rescores(strengthened, run_dir):
     table = pd.read_csv(strengthened / "strengthen.csv", dtype=str, keep_default_na=False)
     assert list(table["mutant_id"]) == [SURVIVOR]
@@ -116,6 +118,7 @@ def test_strengthen_kills_the_survivor_and_rescores(strengthened, run_dir):
     assert found.labels == [row["original_label"]]
 
 
+@pytest.mark.slow
 def test_strengthen_resumes_without_searching_again(strengthened, run_dir, capsys):
     before = (strengthened / "strengthen.csv").read_text()
     code = main(["strengthen", str(run_dir), "--stack", "cpu-O2", "--out", str(strengthened), "--budget", "300",
@@ -159,11 +162,13 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, arg
     assert not out.exists()
 
 
-def test_a_mutant_that_crashes_during_the_search_gets_its_line(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MUTATENN_TEST_FAULTS", json.dumps({"segfault": [SURVIVOR]}))
+def test_a_mutant_that_crashes_during_the_search_gets_its_line(run_dir, tmp_path):
+    """A segfault in the mutant's worker (injected; a fresh process, so its workers see it)."""
     out = tmp_path / "out"
-    assert main(["strengthen", str(run_dir), "--stack", "cpu-O2", "--out", str(out), "--budget", "5",
-                 "--quiet"]) == 0
+    done = run_cli("strengthen", str(run_dir), "--stack", "cpu-O2", "--out", str(out), "--budget", "5", "--quiet",
+                   env={"MUTATENN_TEST_FAULTS": json.dumps({"segfault": [SURVIVOR]})})
+    assert done.returncode == 0, done.stderr
     row = pd.read_csv(out / "strengthen.csv", dtype=str, keep_default_na=False).iloc[0]
-    assert row["mutant_id"] == SURVIVOR and row["outcome"] == "crashed" and row["reason"]
+    assert row["mutant_id"] == SURVIVOR and row["outcome"] == "crashed" and "worker process died" in row["reason"]
     assert not list((out / "images").rglob("*.png"))
+    assert "crashed: 1" in done.stdout
