@@ -26,6 +26,9 @@ class JobStatus(str, Enum):
     MEMORY_ERROR = "memory_error"  # the run failed a bounds check (`mutatenn.bounds`)
     TIMED_OUT = "timed_out"  # no result within the timeout; the worker was killed
     BUILD_ERROR = "build_error"  # the build raised: the compiler refused the program
+    # A TIR mutant whose changed kernels compiled to the original's machine code
+    # (`build.equivalence`): the verdict `equivalent`, without running it.
+    EQUIVALENT = "equivalent"
     # MutateNN's own failure before anything was built (the mutant rebuilt differently from
     # the plan, a program that no longer loads): never a verdict; the coordinator stops.
     INTERNAL_ERROR = "internal_error"
