@@ -62,7 +62,8 @@ def strengthen(request: Request, out: Path, quiet: bool = False, rescore_run: bo
     write_json(out / rescore.SUMMARY_JSON, {
         "run": str(run_dir), "stack": request.stack, "mutants_searched": len(table), "images_found": result.killed,
         "queries": result.queries, "score_before": before, "score_after": after,
-        "cover": None if cover is None else list(cover["image"]), "seconds": round(result.seconds, 2)})
+        "cover": None if cover is None else list(cover["image"]), "seconds": round(result.seconds, 2),
+        "search_seconds": round(float(pd.to_numeric(table["seconds"], errors="coerce").sum()), 2)})
     return result
 
 
