@@ -81,7 +81,8 @@ def _run(job: Job, stage: list) -> JobResult:
         equivalent = _cached_equivalence(job, runner)
     else:
         llvm = getattr(variant.target, "spec", {}).get("kind") == "llvm"
-        base = _original_kernels(job, variant, program) if job.share_kernels or (llvm and _tir_mutant(job)) else None
+        wanted = not job.is_original and (job.share_kernels or (llvm and _tir_mutant(job)))
+        base = _original_kernels(job, variant, program) if wanted else None
         if job.share_kernels and base is not None:
             runner.share_kernels(base)
         runner.prepare()
