@@ -81,6 +81,7 @@ criterion = "rel_l2 > 1e-9"
     assert json.loads((out / "divergence.json").read_text())["first_divergence"]["kind_a"] == "tanh"
 
 
+@pytest.mark.slow  # three fresh processes (the worker's one-line error as a user sees it)
 @pytest.mark.parametrize("a, b, words", [
     ("tvm:cpu:O2", "tvm:cpu:O2(fast_math=false)", "do not differ by pipeline"),
     ("torch", "tvm:cpu:O2", "must both be TVM variants"),
