@@ -26,6 +26,9 @@ class JobStatus(str, Enum):
     MEMORY_ERROR = "memory_error"  # the run failed a bounds check (`mutatenn.bounds`)
     TIMED_OUT = "timed_out"  # no result within the timeout; the worker was killed
     BUILD_ERROR = "build_error"  # the build raised: the compiler refused the program
+    # A TIR mutant whose changed kernels compiled to the original's machine code
+    # (`build.equivalence`): the verdict `equivalent`, without running it.
+    EQUIVALENT = "equivalent"
     # MutateNN's own failure before anything was built (the mutant rebuilt differently from
     # the plan, a program that no longer loads): never a verdict; the coordinator stops.
     INTERNAL_ERROR = "internal_error"
@@ -113,6 +116,7 @@ class VerdictRow:
     unstable_images: tuple[int, ...] | None = None
     images_run: int | None = None  # None: every image; else fast kill stopped after this many
     passes_killed: int | None = None  # passes that met the kill criterion on their own (None: one pass)
+    triage: str | None = None  # a survivor's kind (`runfolder.schema.TRIAGE`); None for other verdicts
 
     @property
     def is_killed(self) -> bool:
@@ -125,7 +129,7 @@ class VerdictRow:
                 "flipped": self.flipped, "flipped_images": list(self.flipped_images), "build_s": self.build_s,
                 "run_s": self.run_s, "log_tail": self.log_tail, "unstable": self.unstable,
                 "unstable_images": None if self.unstable_images is None else list(self.unstable_images),
-                "images_run": self.images_run, "passes_killed": self.passes_killed}
+                "images_run": self.images_run, "passes_killed": self.passes_killed, "triage": self.triage}
 
     @classmethod
     def from_store(cls, row: dict) -> "VerdictRow":
@@ -134,4 +138,4 @@ class VerdictRow:
                    row.get("artifact"), dict(row.get("values") or {}), row.get("flipped"),
                    tuple(row.get("flipped_images") or ()), row.get("build_s"), row.get("run_s"),
                    row.get("log_tail") or "", row.get("unstable"), None if images is None else tuple(images),
-                   row.get("images_run"), row.get("passes_killed"))
+                   row.get("images_run"), row.get("passes_killed"), row.get("triage"))

@@ -36,12 +36,13 @@ CREATE TABLE IF NOT EXISTS verdicts (
 # (NULL = not measured), so an older run folder still resumes.
 ADDED_COLUMNS = {"artifacts": [("unstable_images", "TEXT"), ("build_info", "TEXT"), ("images_run", "INTEGER")],
                  "verdicts": [("unstable", "INTEGER"), ("unstable_images", "TEXT"), ("images_run", "INTEGER"),
-                              ("passes_killed", "INTEGER")],
+                              ("passes_killed", "INTEGER"), ("triage", "TEXT")],
                  "mutants": [("via", "TEXT")]}
 ARTIFACT_FIELDS = ("key", "stack", "status", "reason", "log_tail", "build_s", "run_s", "outputs", "finished",
                    "unstable_images", "build_info", "images_run")
 VERDICT_FIELDS = ("mutant_id", "stack", "verdict", "reason", "artifact", "values", "flipped", "flipped_images",
-                  "build_s", "run_s", "log_tail", "unstable", "unstable_images", "images_run", "passes_killed")
+                  "build_s", "run_s", "log_tail", "unstable", "unstable_images", "images_run", "passes_killed",
+                  "triage")
 
 
 class ResultStore:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from runfolder.schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV
+from runfolder.schema import DISCREPANCY_INFO, KILL_MATRIX_COLUMNS, KILL_MATRIX_CSV, TRIAGE
 from runfolder.scores import wilson_interval
 from runfolder.verdicts import DETAIL_PRIORITY, LOCALIZABLE, REPRODUCIBLE
 
@@ -340,6 +340,8 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "details": details,
         "discrepancies": _discrepancies(run, stacks, anchors, caps),
         "masked": _masked(run, anchors),
+        "survivors": survivor_rows(vrecs, anchors),
+        "triage_docs": TRIAGE,
         "thumb_rules": thumb_rules,
         "caps": caps,
         "detailed_count": len(detailed),
@@ -347,6 +349,25 @@ def build_campaign_context(run: RunData, caps: CampaignCaps = CampaignCaps()) ->
         "stability_measured": measured,
         "unstable_originals": [str(x) for x in meta.get("unstable_originals") or []],
     }
+
+
+def survivor_rows(verdicts: list[dict], anchors: dict) -> list[dict]:
+    """Survived pairs, weak ones first (the largest output difference first: a few more
+    images will likely kill them), then those with no effect on any image; folders written
+    before triage existed list theirs last, unclassified."""
+    order = {word: i for i, word in enumerate(TRIAGE)}
+    rows = []
+    for r in verdicts:
+        if r["verdict"] != "survived":
+            continue
+        word = r.get("triage") if isinstance(r.get("triage"), str) else ""
+        distance = to_float(r.get("max_abs_error"))
+        rows.append({"id": r["mutant_id"], "anchor": anchors.get(r["mutant_id"]), "stack": r["stack"],
+                     "triage": word, "max_abs_error": fmt_num(distance),
+                     "reason": r.get("reason") if isinstance(r.get("reason"), str) else "",
+                     "_key": (order.get(word, len(order)), -(distance or 0.0))})
+    rows.sort(key=lambda row: row["_key"])
+    return rows
 
 
 def _whisker(row, stack: str) -> dict | None:

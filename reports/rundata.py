@@ -18,7 +18,7 @@ SCORED_VERDICTS = schema.SCORED_NAMES
 TEXT_COLUMNS = {
     "mutant_id", "operator", "level", "site", "stack", "verdict", "reason", "log_tail",
     "image", "original_top5", "mutant_top5", "group", "key", "variant", "baseline",
-    "variant_a", "variant_b", "label", "top1", "top5",
+    "variant_a", "variant_b", "label", "top1", "top5", "triage",
 }
 BOOL_COLUMNS = {"agrees_with_baseline"}
 

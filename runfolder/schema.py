@@ -35,8 +35,15 @@ PROGRAMS_DIR = "programs"
 
 # ---------------------------------------------------------------- columns
 VERDICT_HEAD = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason"]
-# passes_killed: of the repeated passes, how many met the kill criterion (empty: one pass judged).
-VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run", "passes_killed"]
+# passes_killed: of the repeated passes, how many met the kill criterion (empty: one pass judged);
+# triage: a survivor's kind (`TRIAGE`; empty for every other verdict).
+VERDICT_TAIL = ["flipped", "build_s", "run_s", "log_tail", "unstable", "images_run", "passes_killed", "triage"]
+# The kinds of survivor, weakest first (the order the report lists them in).
+TRIAGE = {
+    "weak": "outputs changed on some image, below the kill criterion: more images will likely kill it",
+    "no_effect": "outputs bit-identical to the original's on every image: the images never exercise the "
+                 "change, or it is equivalent",
+}
 # score_low / score_high: the 95% Wilson interval of score; sampled / population: mutants
 # (sites taken) and sites the group's operators have in the program.
 SCORE_COLUMNS = ["stack", "group", "key", *VERDICT_NAMES, "score", "unstable", "score_low", "score_high",

@@ -22,7 +22,7 @@ from mutatenn.cli import main
 
 VERDICT_COLUMNS = ["mutant_id", "operator", "level", "site", "stack", "verdict", "reason", "top1_agreement",
                    "topk_overlap", "kendall_tau", "rbo", "max_abs_error", "rel_l2", "cosine", "latency_ratio",
-                   "flipped", "build_s", "run_s", "log_tail", "unstable", "images_run", "passes_killed"]
+                   "flipped", "build_s", "run_s", "log_tail", "unstable", "images_run", "passes_killed", "triage"]
 VERDICTS = ["killed", "survived", "crashed", "memory_error", "timed_out", "build_error", "non_viable", "equivalent"]
 
 BASE_CONFIG = """

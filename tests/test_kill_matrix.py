@@ -163,7 +163,7 @@ def test_kill_matrix_agrees_with_verdicts_per_image_and_flipped_images(campaign)
         killers = set(rows.loc[rows["killed_by_image"] == 1, "image"])
         # The default criterion (top1_agreement < 1.0): killed iff some image alone kills it.
         assert (r.verdict == "killed") == bool(killers), r
-        assert len(killers) == r.flipped
+        assert len(killers) == int(r.flipped)  # str when an equivalent row leaves the column partly empty
         assert killers == {names[i] for i in stored[(r.mutant_id, r.stack)]}
     assert stopped  # some killed mutant stopped before the last image
     merged = per_image.merge(matrix, on=["mutant_id", "stack", "image"], how="left", validate="one_to_one")

@@ -156,6 +156,7 @@ class Kernels:
     lib: object  # tvm.runtime.Module
     funcs: dict  # name -> tvm.tirx.PrimFunc (as lowered by the Relax pipeline)
     hashes: dict = field(default_factory=dict, repr=False)  # name -> structural hash, filled on first use
+    code: dict = field(default_factory=dict, repr=False)  # kernel names -> their LLVM module (`equivalence`), on first use
 
     def has(self, name: str, func) -> bool:
         """True when this library holds exactly ``func`` under ``name`` (the library's own

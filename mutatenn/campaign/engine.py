@@ -308,6 +308,8 @@ class Orchestrator:
                                        **({} if result.passes is None else {"passes": result.passes})}
             info.update(build_s=round(result.build_s, 4), run_s=round(result.run_s, 4),
                         outputs=str(path.relative_to(self.out_dir)), unstable_images=result.unstable_images)
+        elif result.status is JobStatus.EQUIVALENT:  # built, found equivalent, never run
+            info.update(build_s=round(result.build_s, 4), run_s=0.0)
         if original and not result.ok:
             # Not stored: the campaign stops, and a rerun tries the original again.
             self.finished[key] = info

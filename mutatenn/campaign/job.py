@@ -79,13 +79,22 @@ def _run(job: Job, stage: list) -> JobResult:
     stage[0] = BUILD
     start = time.perf_counter()
     cached = _load_cached(job, runner)
-    if not cached:
-        if job.share_kernels and not job.is_original:
-            runner.share_kernels(_original_kernels(job, variant, program))
+    if cached:
+        equivalent = _cached_equivalence(job, runner)
+    else:
+        llvm = getattr(variant.target, "spec", {}).get("kind") == "llvm"
+        wanted = not job.is_original and (job.share_kernels or (llvm and _tir_mutant(job)))
+        base = _original_kernels(job, variant, program) if wanted else None
+        if job.share_kernels and base is not None:
+            runner.share_kernels(base)
         runner.prepare()
         _keep_kernels(job, variant, runner)
-        _save_cached(job, runner)
+        equivalent = _compiler_equivalence(job, variant, runner, base)
+        _save_cached(job, runner, equivalent)
     build_s = time.perf_counter() - start
+    if equivalent:
+        return JobResult(JobStatus.EQUIVALENT, equivalent, build_s=build_s, run_s=0.0, cached=cached,
+                         build_info=None if cached else runner.build_info())
     stage[0] = SETUP  # the original's stored outputs (fast kill) are MutateNN's own
     stop = _fast_kill_stop(job)
     if job.threads:
@@ -197,6 +206,32 @@ def _original_kernels(job: Job, variant, program):
     return _KERNELS[key]
 
 
+def _tir_mutant(job: Job) -> bool:
+    """A TIR mutant changes kernels only (graph and weight mutants change the graph itself)."""
+    if job.is_original:
+        return False
+    import mutators
+
+    return mutators.operator_by_name(job.operator).level == "tir"
+
+
+def _compiler_equivalence(job: Job, variant, runner, base) -> str:
+    """Why a TIR mutant is equivalent without running it ("" when it is not): every kernel
+    it changed has the machine code of the original's kernel of that name
+    (`build.equivalence`), whether it was built against the original's kernels or in full."""
+    if base is None or getattr(runner, "kernels", None) is None or not _tir_mutant(job):
+        return ""
+    from ..build.equivalence import changed_kernels, same_machine_code
+
+    shared = runner.base_kernels is not None
+    changed = runner.shared.compiled if shared else changed_kernels(base, runner.kernels)
+    try:
+        return same_machine_code(base, runner.kernels, changed, variant.target, variant.options, shared)
+    except Exception as err:  # the check is an optimisation: a kernel it cannot compile alone is run instead
+        sys.stderr.write(f"compiler equivalence not checked: {err}\n")
+        return ""
+
+
 def _mutant_module(job: Job, program):
     """The mutant's IRModule, rebuilt from (operator, site) and checked against the plan."""
     return rebuild_mutant(program, job.operator, job.site, job.program_hash)
@@ -262,12 +297,27 @@ def _load_cached(job: Job, runner) -> bool:
     return True
 
 
-def _save_cached(job: Job, runner) -> None:
-    """Export to a temporary name and rename, so a cache file that exists is complete."""
+def _equivalence_file(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.equivalent")
+
+
+def _cached_equivalence(job: Job, runner) -> str:
+    """The reason a cached build was found equivalent when it was built ("" when it was not)."""
+    path = _equivalence_file(_cache_file(job, runner))
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _save_cached(job: Job, runner, equivalent: str = "") -> None:
+    """Export to a temporary name and rename, so a cache file that exists is complete; an
+    equivalent build keeps its reason beside it (its cached executable has no kernels to compare)."""
     path = _cache_file(job, runner)
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    if equivalent:
+        from ..outputs import write_text_atomic
+
+        write_text_atomic(_equivalence_file(path), equivalent)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.so")
     try:
         runner.executable.export_library(str(tmp))

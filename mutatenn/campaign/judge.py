@@ -104,11 +104,31 @@ def judge_outputs(pair: tuple[str, str], artifact: dict, ref: dict, out: dict, c
     # The catalogue's columns, and the count terms the criterion read (`tables.count_columns`).
     values = {k: v for k, v in judged.items() if k in operators.CATALOGUE
               or (k in COUNT_TERMS and k != "flipped" and k in criterion.metrics)}
+    triage = None
+    if not killed:
+        triage, text = survivor_triage(ref["logits"], out["logits"])
+        reason = f"{text}; {reason}" if reason else text
     return VerdictRow(mutant_id, stack, Verdict.KILLED if killed else Verdict.SURVIVED, reason, artifact["key"],
                       values, len(flipped), tuple(flipped), artifact["build_s"], artifact["run_s"],
                       unstable=None if unstable is None else int(bool(unstable)),
                       unstable_images=None if unstable is None else tuple(unstable), images_run=run,
-                      passes_killed=passes_killed)
+                      passes_killed=passes_killed, triage=triage)
+
+
+def survivor_triage(ref_logits, out_logits) -> tuple[str, str]:
+    """A survivor's kind and why: ``no_effect`` when its outputs are the original's bit for
+    bit on every image, else ``weak`` with the largest absolute output difference reached
+    (and where), the survivor most worth a few more images having the largest."""
+    ref = np.ascontiguousarray(ref_logits, dtype=np.float32)
+    out = np.ascontiguousarray(out_logits, dtype=np.float32)
+    same = (ref.view(np.uint32) == out.view(np.uint32)).all(axis=1)
+    if same.all():
+        return "no_effect", f"no effect: outputs bit-identical to the original's on all {len(same)} images"
+    with np.errstate(all="ignore"):
+        per_image = np.nanmax(np.where(np.isnan(ref) & np.isnan(out), 0.0, np.abs(ref - out)), axis=1)
+    worst = int(np.nanargmax(np.where(np.isnan(per_image), np.inf, per_image)))
+    return "weak", (f"weak: outputs changed on {int((~same).sum())} of {len(same)} images, below the kill "
+                    f"criterion; largest max_abs_error {per_image[worst]:.6g} (image #{worst})")
 
 
 def _over_passes(ref: dict, out: dict, criterion, truth, passes, first: dict):

@@ -31,7 +31,7 @@ def verdict_table(rows: list[VerdictRow], mutants: list[dict], stack_order: list
                   "stack": v.stack, "verdict": v.verdict.value, "reason": v.reason}
         record.update({name: _finite_or_none(v.values.get(name)) for name in metrics})
         record.update(flipped=v.flipped, build_s=v.build_s, run_s=v.run_s, log_tail=v.log_tail, unstable=v.unstable,
-                      images_run=v.images_run, passes_killed=v.passes_killed,
+                      images_run=v.images_run, passes_killed=v.passes_killed, triage=v.triage,
                       _ordinal=m["ordinal"],
                       _stack=stack_order.index(v.stack) if v.stack in stack_order else len(stack_order))
         records.append(record)

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .localize import add_arguments as add_localize_arguments
 
     add_localize_arguments(p)
+
+    p = sub.add_parser("strengthen", help="search new images that kill the survived mutants of a campaign's stack, "
+                       "and score the stack again with them")
+    from .strengthen import add_arguments as add_strengthen_arguments
+
+    add_strengthen_arguments(p)
     return parser
 
 
@@ -203,6 +209,7 @@ COMMANDS = {
     "tune": ("tune", "cmd_tune"),
     "repro": ("repro", "cmd_repro"),
     "localize": ("localize", "cmd_localize"),
+    "strengthen": ("strengthen", "cmd_strengthen"),
 }
 
 

@@ -40,6 +40,10 @@ def add_arguments(p) -> None:
                    help="read only what the bisection needs, not every layer (the curve is partial)")
     p.add_argument("--reduce", action="store_true",
                    help="also save the smallest contiguous subgraph that still diverges, with its inputs")
+    p.add_argument("--passes", action="store_true",
+                   help="A and B differ by their build pipelines (opt levels, passes, TIR options, a pass mutant): "
+                   "bisect to the one pass or option whose addition first makes B diverge from A, then localise "
+                   "the layer between the builds just before and after it")
     p.add_argument("--repair", action="store_true", help="conversion analysis: compare parameters, "
                    "hyperparameters and preprocessing of A and B, repair B and report label agreement before/after")
 
@@ -56,7 +60,7 @@ def cmd_localize(args) -> int:
     kwargs = {"run_dir": args.run_dir, "mutant": args.mutant, "stack": args.stack, "model": args.model,
               "a": args.a, "b": args.b, "images": args.images, "pretrained": args.pretrained,
               "preset": args.preset, "image": args.image, "reduce": args.reduce, "repair": args.repair,
-              "full_curve": not args.no_curve, "trusted": args.trust_model,
+              "full_curve": not args.no_curve, "trusted": args.trust_model, "passes": args.passes,
               **{k: (v if v is not None else DEFAULTS[k]) for k, v in options.items()}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # worker-pool and framework chatter; the result says what matters

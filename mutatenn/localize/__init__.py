@@ -23,7 +23,7 @@ DEFAULTS = {"tolerance": DEFAULT_TOLERANCE, "per_round": DEFAULT_PER_ROUND, "max
 def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=None, b=None, images=None,
                      pretrained="auto", preset=None, image=None, tolerance=DEFAULT_TOLERANCE,
                      per_round=DEFAULT_PER_ROUND, max_images=DEFAULT_MAX_IMAGES, full_curve=True, reduce=False,
-                     repair=False, out_dir: Path | None = None, prepare: Callable[[], Path] | None = None,
+                     repair=False, passes=False, out_dir: Path | None = None, prepare: Callable[[], Path] | None = None,
                      trusted=False) -> Localization:
     """The whole command: open the two sides (every input checked), prepare the output
     folder, localise, then optionally repair and reduce, and write the results."""
@@ -47,8 +47,18 @@ def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=Non
         from ..errors import InputError
 
         raise InputError(f"--repair changes B's program: B ({pairing.b.text}) must be a TVM or ONNX Runtime variant")
+    bisection = None
+    if passes:
+        from .passes import around_guilty_step, bisect_pipeline, check_pipeline_pair
+
+        check_pipeline_pair(pairing)
     out = prepare() if prepare is not None else prepare_out_dir(Path(out_dir))
+    if passes:
+        bisection = bisect_pipeline(pairing, tolerance)
+        if bisection.guilty is not None:
+            pairing = around_guilty_step(pairing, bisection)
     loc = localize(pairing, image, tolerance, per_round, max_images, full_curve)
+    loc.passes = bisection
     if loc.diverges and repair:
         from .conversion import analyse_and_repair
 
@@ -90,7 +100,7 @@ def localize_job(kwargs: dict, out: str) -> dict:
             return {"status": "input_error", "reason": str(err), "code": err.exit_code}
     # MutateNN's own warnings (untrained weights); framework and worker-pool chatter is not the user's.
     said = dict.fromkeys(str(w.message) for w in caught if "mutatenn" in w.filename)
-    parts = [_preprocessing(loc), format_localization(loc)]
+    parts = [_preprocessing(loc)] + ([loc.passes.format()] if loc.passes is not None else []) + [format_localization(loc)]
     if loc.fault_report is not None:
         parts.append(loc.fault_report.format())
     if loc.reduced is not None:

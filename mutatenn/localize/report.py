@@ -54,6 +54,8 @@ def summary(loc) -> dict:
         out["reduced"] = loc.reduced.summary()
     if loc.fault_report is not None:
         out["conversion"] = loc.fault_report.summary()
+    if loc.passes is not None:
+        out["passes"] = loc.passes.summary()
     return out
 
 

@@ -75,6 +75,7 @@ class Localization:
     notes: list[str] = field(default_factory=list)
     reduced: object = None  # reduce.Reduction, when asked
     fault_report: object = None  # conversion.ConversionReport, when asked
+    passes: object = None  # passes.PassBisection, with --passes
     taps: tuple = field(default=(), repr=False)
     outputs: tuple = field(default=(), repr=False)  # (A's, B's) outputs on every image
 
