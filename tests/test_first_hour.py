@@ -176,7 +176,7 @@ def test_the_campaign_report_names_fates_in_full(browser, campaign_report):
         .filter(t => t.getAttribute('text-anchor') === 'end')
         .map(t => ({text: t.lastChild.textContent, x: t.getBBox().x, right: t.getBBox().x + t.getBBox().width,
                     cell: t.ownerSVGElement.querySelector('g.heat-cell rect').x.baseVal.value}))""")
-    assert {b["text"] for b in boxes} == {"pass_opt_level", "remove_activation", "replace_activation_with_tanh"}
+    assert {"pass_opt_level", "remove_activation", "replace_activation_with_tanh"} <= {b["text"] for b in boxes}
     assert all(b["x"] >= 0 and b["right"] <= b["cell"] for b in boxes), boxes
     # The stack table fits at 1400 px, or scrolls in its box with the header and the stack names in view.
     fits = page.page.evaluate("""() => { const box = document.querySelector('table.verdict-counts').parentElement;
