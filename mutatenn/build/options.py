@@ -349,7 +349,7 @@ OPTIONS: tuple[BuildOption, ...] = (
                 "prune = 0.5 or { amount = 0.5, method = \"channel\" }", runners=("tvm", "onnxruntime", "torch"),
                 in_key="prune"),
     BuildOption("via", None, Choice(_import_paths), "",
-                "the import path the model takes into the runner (see \"Framework paths\" in the README)", runners="forms"),
+                "the import path the model takes into the runner (docs/models.md, \"Framework paths\")", runners="forms"),
     BuildOption("model", None, Text(), "", "another file of the same model (another framework's release)",
                 runners="*", stack=False),
 )
