@@ -132,26 +132,49 @@ def rpc_server(tmp_path_factory):
     stop_service(proc)
 
 
+# ---------------------------------------------------------------- campaign configs
+
+def campaign_table(*, model: str | Path | dict = "digits", images: str = "digits:8", operators=None, select=None,
+                   levels=None, stacks=({"name": "cpu", "target": "cpu"},), criterion: str | None = None,
+                   run: dict | None = None, **sections) -> dict:
+    """A campaign config as the dict `mutatenn.config.parse_config` reads: [model], [images],
+    [mutants] (only the keys given), [[stacks]] (dicts of stack keys), [kill] and [run] (only
+    when given), then any other section by name. Every test builds its configs here, so a
+    change to the config grammar is made in one place, not in each test's TOML text."""
+    table = {"model": {"spec": str(model)} if not isinstance(model, dict) else model, "images": {"spec": images}}
+    mutants = {"levels": levels, "select": select, "operators": operators}
+    if any(v is not None for v in mutants.values()):
+        table["mutants"] = {k: v for k, v in mutants.items() if v is not None}
+    table["stacks"] = [dict(s) for s in stacks]
+    if criterion is not None:
+        table["kill"] = {"criterion": criterion}
+    if run:
+        table["run"] = dict(run)
+    return {**table, **sections}
+
+
+def write_toml(path: Path, table: dict) -> Path:
+    """``table`` written as TOML at ``path`` (tomli_w puts the inline [[stacks]] array first;
+    TOML does not order sections); returns ``path``."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(table))
+    return path
+
+
+def campaign_config(path: Path, **keys) -> Path:
+    """The campaign config of `campaign_table(**keys)` written as TOML at ``path``."""
+    return write_toml(path, campaign_table(**keys))
+
+
 # ---------------------------------------------------------------- a small real campaign
 
 # tanh#0 and remove#0 flip labels (killed), tanh#1 does not (survived); pass_opt_level#2
 # builds at O2, as the stack does (equivalent).
-DIGITS_CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:20"
-[mutants.operators]
-replace_activation_with_tanh = { positions = [0, 1] }
-remove_activation = { positions = [0] }
-pass_opt_level = { positions = [2] }
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 120
-"""
+DIGITS_CAMPAIGN = {"images": "digits:20",
+                   "operators": {"replace_activation_with_tanh": {"positions": [0, 1]},
+                                 "remove_activation": {"positions": [0]}, "pass_opt_level": {"positions": [2]}},
+                   "stacks": [{"name": "cpu-O2", "target": "cpu", "opt_level": 2}], "run": {"timeout": 120}}
 DIGITS_CAMPAIGN_VERDICTS = {"replace_activation_with_tanh#0": "killed", "replace_activation_with_tanh#1": "survived",
                             "remove_activation#0": "killed", "pass_opt_level#2": "equivalent"}
 
@@ -164,7 +187,7 @@ def digits_campaign(tmp_path_factory) -> Path:
     from mutatenn.cli import main
 
     folder = tmp_path_factory.mktemp("digits-campaign")
-    (folder / "campaign.toml").write_text(DIGITS_CAMPAIGN)
+    campaign_config(folder / "campaign.toml", **DIGITS_CAMPAIGN)
     assert main(["run", str(folder / "campaign.toml"), "--out", str(folder / "run"), "--jobs", "2", "--quiet",
                  "--no-report"]) == 0
     verdicts = pd.read_csv(folder / "run" / "verdicts.csv").set_index("mutant_id")["verdict"].to_dict()

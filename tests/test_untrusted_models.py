@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, campaign_config
 
 from mutatenn.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 REFUSED = "refused as untrusted"
 
 
@@ -119,9 +119,8 @@ def _edit_zip(source: Path, target: Path, edits: dict) -> Path:
 def _command(name: str, model: Path, out: Path) -> list[str]:
     """Each command that loads a model, on ``model``, writing (if it writes) to ``out``."""
     if name == "run":
-        config = out.parent / f"{out.name}.toml"
-        config.write_text(f'[model]\nspec = "{model}"\n[images]\nspec = "digits:4"\n'
-                          '[mutants]\nlevels = ["graph"]\nselect = { sample = 1, seed = 1 }\n[[stacks]]\nname = "cpu"\ntarget = "cpu"\n')
+        config = campaign_config(out.parent / f"{out.name}.toml", model=model, images="digits:4", levels=["graph"],
+                                 select={"sample": 1, "seed": 1})
         return ["run", str(config), "--out", str(out), "--quiet"]
     return {
         "compare": ["compare", "--model", str(model), "--images", "digits:4", "--variants", "tvm:cpu",
@@ -396,9 +395,8 @@ def test_a_saved_model_check_keeps_tensorflow_out_of_a_campaign_coordinator(tf_f
     """`run` refuses the SavedModel before its run folder exists; the check that needs
     TensorFlow's protobuf classes ran in a worker, not in the coordinator."""
     folder, canary = tf_files
-    config = tmp_path / "c.toml"
-    config.write_text(f'[model]\nspec = "{folder / "sm_write"}"\n[images]\nspec = "digits:2"\n'
-                      '[mutants]\nlevels = ["graph"]\nselect = { sample = 1, seed = 1 }\n[[stacks]]\nname = "cpu"\ntarget = "cpu"\n')
+    config = campaign_config(tmp_path / "c.toml", model=folder / "sm_write", images="digits:2", levels=["graph"],
+                             select={"sample": 1, "seed": 1})
     probe = textwrap.dedent(f'''
         import sys
         from mutatenn.cli import main
