@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -75,6 +76,34 @@ def digits_onnx(tmp_path_factory) -> Path:
     return export_torch_to_onnx(load_trained(), (1, 1, 8, 8), path)
 
 
+@pytest.fixture(scope="session")
+def digits_pt2(tmp_path_factory) -> Path:
+    """The bundled digits CNN saved with torch.export.save (a .pt2 file)."""
+    import torch
+
+    from mutatenn.models.digits import load_trained
+
+    path = tmp_path_factory.mktemp("pt2") / "digits.pt2"
+    torch.export.save(torch.export.export(load_trained(), (torch.zeros(1, 1, 8, 8),)), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mod():
+    """The tiny CNN of tests/_models.py as a Relax module (mutator tests check none changes it)."""
+    from tests._models import tiny_module
+
+    return tiny_module()
+
+
+@pytest.fixture(scope="session")
+def tiny_output(tiny_mod):
+    """`tiny_mod` built and run on its fixed input."""
+    from tests._models import build_and_run, tiny_input
+
+    return build_and_run(tiny_mod, tiny_input())
+
+
 # A safety net only: a service is waited for until it is ready or has died, however loaded
 # the machine is (a tracker took 15 s to listen on a busy 2-core machine, 60 s was too little).
 SERVICE_CAP_S = 600
@@ -145,12 +174,12 @@ def campaign_table(*, model: str | Path | dict = "digits", images: str = "digits
     mutants = {"levels": levels, "select": select, "operators": operators}
     if any(v is not None for v in mutants.values()):
         table["mutants"] = {k: v for k, v in mutants.items() if v is not None}
-    table["stacks"] = [dict(s) for s in stacks]
+    table["stacks"] = list(stacks)
     if criterion is not None:
         table["kill"] = {"criterion": criterion}
     if run:
-        table["run"] = dict(run)
-    return {**table, **sections}
+        table["run"] = run
+    return copy.deepcopy({**table, **sections})  # editing the result leaves the caller's values alone
 
 
 def write_toml(path: Path, table: dict) -> Path:

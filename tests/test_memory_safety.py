@@ -192,14 +192,14 @@ def test_config_keys_are_checked():
 
 
 # The out-of-bounds mutant and the in-bounds padding mutant beside it, on 8 digits, one job.
-CAMPAIGN = {"operators": {OUT_OF_BOUNDS[0]: {"positions": [OUT_OF_BOUNDS[1]]},
-                          IN_BOUNDS[0]: {"positions": [IN_BOUNDS[1]]}},
-            "run": {"jobs": 1, "timeout": 300}}
+BOTH_MUTANTS = {OUT_OF_BOUNDS[0]: {"positions": [OUT_OF_BOUNDS[1]]}, IN_BOUNDS[0]: {"positions": [IN_BOUNDS[1]]}}
+RUN = {"jobs": 1, "timeout": 300}
 
 
 def _campaign_process(folder: Path) -> subprocess.Popen:
     folder.mkdir(parents=True)
-    campaign_config(folder / "c.toml", **CAMPAIGN, stacks=[{"name": "checked", "target": "cpu", "bounds_check": True}])
+    campaign_config(folder / "c.toml", operators=BOTH_MUTANTS,
+                    stacks=[{"name": "checked", "target": "cpu", "bounds_check": True}], run=RUN)
     return subprocess.Popen([sys.executable, "-m", "mutatenn.cli", "run", str(folder / "c.toml"), "--out",
                              str(folder / "run"), "--quiet", "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -232,8 +232,8 @@ def test_rejudge_unstable_rebuilds_flagged_pairs_with_bounds_checks(tmp_path):
     that reads outside its input into memory_error and leaves the other's verdict. A
     second run of the same folder rebuilds nothing and changes nothing."""
     oob_id, ok_id = (f"{op}#{site}" for op, site in (OUT_OF_BOUNDS, IN_BOUNDS))
-    campaign_config(tmp_path / "c.toml", **CAMPAIGN, stacks=[{"name": "plain", "target": "cpu"}],
-                    run={**CAMPAIGN["run"], "repeats": 2, "rejudge_unstable": "bounds_check"})
+    campaign_config(tmp_path / "c.toml", operators=BOTH_MUTANTS, stacks=[{"name": "plain", "target": "cpu"}],
+                    run={**RUN, "repeats": 2, "rejudge_unstable": "bounds_check"})
     env = {"MUTATENN_TEST_FAULTS": json.dumps({"unstable": [oob_id, ok_id]})}
     args = ("run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--no-report")
     result = run_cli(*args, env=env)

@@ -46,15 +46,12 @@ def _refused_line(capsys, code: int) -> str:
 
 # ---------------------------------------------------------------- .pt2
 @pytest.fixture(scope="module")
-def pt2_files(tmp_path_factory):
-    """The digits CNN saved with torch.export.save, and crafted copies of it."""
+def pt2_files(digits_pt2, tmp_path_factory):
+    """The digits CNN saved with torch.export.save (conftest), and crafted copies of it."""
     import torch
 
-    from mutatenn.models import digits
-
-    folder = tmp_path_factory.mktemp("pt2")
-    good = folder / "digits.pt2"
-    torch.export.save(torch.export.export(digits.load_trained(), (torch.zeros(1, 1, 8, 8),)), str(good))
+    folder = tmp_path_factory.mktemp("pt2-crafted")
+    good = digits_pt2
     canary = folder / "canary"
     with zipfile.ZipFile(good) as z:
         config = json.loads(z.read(next(n for n in z.namelist() if n.endswith("model_weights_config.json"))))
