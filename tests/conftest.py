@@ -168,8 +168,8 @@ def campaign_table(*, model: str | Path | dict = "digits", images: str = "digits
                    run: dict | None = None, **sections) -> dict:
     """A campaign config as the dict `mutatenn.config.parse_config` reads: [model], [images],
     [mutants] (only the keys given), [[stacks]] (dicts of stack keys), [kill] and [run] (only
-    when given), then any other section by name. Every test builds its configs here, so a
-    change to the config grammar is made in one place, not in each test's TOML text."""
+    when given), then any other section by name. The tests build their campaign configs here,
+    so a change to the config grammar is made in one place, not in each test's TOML text."""
     table = {"model": {"spec": str(model)} if not isinstance(model, dict) else model, "images": {"spec": images}}
     mutants = {"levels": levels, "select": select, "operators": operators}
     if any(v is not None for v in mutants.values()):

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, campaign_config
+from conftest import ROOT, campaign_config, campaign_table
 
 from mutatenn.cli import main
 
@@ -171,8 +171,7 @@ def test_a_campaign_config_trusts_its_model_and_run_json_says_so(pt2_files, tmp_
     from mutatenn.config import parse_config, with_model_trusted
 
     files, _ = pt2_files
-    raw = {"model": {"spec": str(files["plain_pickled_weight"]), "trusted": True}, "images": "digits:4",
-           "stacks": [{"name": "cpu", "target": "cpu"}]}
+    raw = campaign_table(model={"spec": str(files["plain_pickled_weight"]), "trusted": True}, images="digits:4")
     assert parse_config(raw).trusted
     with pytest.raises(Exception, match="model.trusted"):
         parse_config({**raw, "model": {"spec": "digits", "trusted": "yes"}})
