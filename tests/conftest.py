@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -75,6 +76,34 @@ def digits_onnx(tmp_path_factory) -> Path:
     return export_torch_to_onnx(load_trained(), (1, 1, 8, 8), path)
 
 
+@pytest.fixture(scope="session")
+def digits_pt2(tmp_path_factory) -> Path:
+    """The bundled digits CNN saved with torch.export.save (a .pt2 file)."""
+    import torch
+
+    from mutatenn.models.digits import load_trained
+
+    path = tmp_path_factory.mktemp("pt2") / "digits.pt2"
+    torch.export.save(torch.export.export(load_trained(), (torch.zeros(1, 1, 8, 8),)), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mod():
+    """The tiny CNN of tests/_models.py as a Relax module (mutator tests check none changes it)."""
+    from tests._models import tiny_module
+
+    return tiny_module()
+
+
+@pytest.fixture(scope="session")
+def tiny_output(tiny_mod):
+    """`tiny_mod` built and run on its fixed input."""
+    from tests._models import build_and_run, tiny_input
+
+    return build_and_run(tiny_mod, tiny_input())
+
+
 # A safety net only: a service is waited for until it is ready or has died, however loaded
 # the machine is (a tracker took 15 s to listen on a busy 2-core machine, 60 s was too little).
 SERVICE_CAP_S = 600
@@ -132,29 +161,52 @@ def rpc_server(tmp_path_factory):
     stop_service(proc)
 
 
+# ---------------------------------------------------------------- campaign configs
+
+def campaign_table(*, model: str | Path | dict = "digits", images: str = "digits:8", operators=None, select=None,
+                   levels=None, stacks=({"name": "cpu", "target": "cpu"},), criterion: str | None = None,
+                   run: dict | None = None, **sections) -> dict:
+    """A campaign config as the dict `mutatenn.config.parse_config` reads: [model], [images],
+    [mutants] (only the keys given), [[stacks]] (dicts of stack keys), [kill] and [run] (only
+    when given), then any other section by name. The tests build their campaign configs here,
+    so a change to the config grammar is made in one place, not in each test's TOML text."""
+    table = {"model": {"spec": str(model)} if not isinstance(model, dict) else model, "images": {"spec": images}}
+    mutants = {"levels": levels, "select": select, "operators": operators}
+    if any(v is not None for v in mutants.values()):
+        table["mutants"] = {k: v for k, v in mutants.items() if v is not None}
+    table["stacks"] = list(stacks)
+    if criterion is not None:
+        table["kill"] = {"criterion": criterion}
+    if run:
+        table["run"] = run
+    return copy.deepcopy({**table, **sections})  # editing the result leaves the caller's values alone
+
+
+def write_toml(path: Path, table: dict) -> Path:
+    """``table`` written as TOML at ``path`` (tomli_w puts the inline [[stacks]] array first;
+    TOML does not order sections); returns ``path``."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(table))
+    return path
+
+
+def campaign_config(path: Path, **keys) -> Path:
+    """The campaign config of `campaign_table(**keys)` written as TOML at ``path``."""
+    return write_toml(path, campaign_table(**keys))
+
+
 # ---------------------------------------------------------------- a small real campaign
 
 # tanh#0 and remove#0 flip labels (killed), tanh#1 does not (survived); pass_opt_level#2
 # builds at O2, as the stack does (equivalent); tir_lt_to_le#0 (a PrimFunc edit) is killed.
 # The run writes both exports (tests/test_exports.py reads them).
-DIGITS_CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:20"
-[mutants.operators]
-replace_activation_with_tanh = { positions = [0, 1] }
-remove_activation = { positions = [0] }
-pass_opt_level = { positions = [2] }
-tir_lt_to_le = { positions = [0] }
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 120
-exports = ["mutation-testing-report", "junit"]
-"""
+DIGITS_CAMPAIGN = {"images": "digits:20",
+                   "operators": {"replace_activation_with_tanh": {"positions": [0, 1]},
+                                 "remove_activation": {"positions": [0]}, "pass_opt_level": {"positions": [2]},
+                                 "tir_lt_to_le": {"positions": [0]}},
+                   "stacks": [{"name": "cpu-O2", "target": "cpu", "opt_level": 2}],
+                   "run": {"timeout": 120, "exports": ["mutation-testing-report", "junit"]}}
 DIGITS_CAMPAIGN_VERDICTS = {"replace_activation_with_tanh#0": "killed", "replace_activation_with_tanh#1": "survived",
                             "remove_activation#0": "killed", "pass_opt_level#2": "equivalent",
                             "tir_lt_to_le#0": "killed"}
@@ -168,7 +220,7 @@ def digits_campaign(tmp_path_factory) -> Path:
     from mutatenn.cli import main
 
     folder = tmp_path_factory.mktemp("digits-campaign")
-    (folder / "campaign.toml").write_text(DIGITS_CAMPAIGN)
+    campaign_config(folder / "campaign.toml", **DIGITS_CAMPAIGN)
     assert main(["run", str(folder / "campaign.toml"), "--out", str(folder / "run"), "--jobs", "2", "--quiet",
                  "--no-report"]) == 0
     verdicts = pd.read_csv(folder / "run" / "verdicts.csv").set_index("mutant_id")["verdict"].to_dict()

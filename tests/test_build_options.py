@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import PassRecorder
+from conftest import PassRecorder, campaign_table
 
 from mutatenn.build import OPTIONS, BuildOptions, build_artifact, parse_target
 from mutatenn.build.options import stack_keys
@@ -74,7 +74,7 @@ def test_a_bad_variant_option_is_one_line_naming_what_it_takes(text, phrase):
     ({"model": "other.onnx"}, "stacks[0].model", "unknown key"),
 ])
 def test_a_bad_stack_key_is_one_line_naming_the_key(table, key, phrase):
-    raw = {"model": "digits", "images": "digits:4", "stacks": [{"target": "cpu", **table}]}
+    raw = campaign_table(images="digits:4", stacks=[{"target": "cpu", **table}])
     with pytest.raises(ConfigError) as err:
         parse_config(raw, local_devices=False)
     text = str(err.value)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import campaign_config
 
 import operators
 from mutatenn.cli import main
@@ -95,23 +96,11 @@ def campaign_extensions():
 
 def test_a_metric_count_term_and_pass_verdict_reach_a_campaign_its_files_and_report(campaign_extensions, tmp_path,
                                                                                      capsys):
-    config = tmp_path / "ext.toml"
-    config.write_text('''
-[model]
-spec = "digits"
-[images]
-spec = "digits:12"
-[mutants.operators]
-replace_activation_with_tanh = { positions = [0, 1] }
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-[kill]
-criterion = "large_changes >= 3 or mean_abs_error > 0.25"
-[run]
-repeats = 2
-verdict = "unanimous"
-''')
+    config = campaign_config(tmp_path / "ext.toml", images="digits:12",
+                             operators={"replace_activation_with_tanh": {"positions": [0, 1]}},
+                             stacks=[{"name": "cpu-O2", "target": "cpu"}],
+                             criterion="large_changes >= 3 or mean_abs_error > 0.25",
+                             run={"repeats": 2, "verdict": "unanimous"})
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--jobs", "1"]) == 0, capsys.readouterr().err
     verdicts = pd.read_csv(out / "verdicts.csv")

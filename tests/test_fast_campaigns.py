@@ -15,33 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import campaign_config
 
 from mutatenn.cli import main
 
-CONFIG = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:24"
-[mutants]
-select = {{ sample = 2, seed = 3 }}
-operators = ["tir_store_add1", "tir_store_scale2", "replace_activation_with_sigmoid", "insert_exp_after",
-             "swap_layers", "duplicate_layer", "pass_disable"]
-[[stacks]]
-name = "cpu"
-target = "cpu"
-[kill]
-criterion = "top1_agreement < 1.0"
-[run]
-per_image_cap = 5
-{extra}
-"""
+CAMPAIGN = {"images": "digits:24", "select": {"sample": 2, "seed": 3},
+            "operators": ["tir_store_add1", "tir_store_scale2", "replace_activation_with_sigmoid", "insert_exp_after",
+                          "swap_layers", "duplicate_layer", "pass_disable"],
+            "criterion": "top1_agreement < 1.0"}
 
 
-def campaign(folder: Path, name: str, extra: str = "", *args: str) -> Path:
-    """Run one campaign as `mutatenn run` does; returns its run folder."""
-    config = folder / f"{name}.toml"
-    config.write_text(CONFIG.format(extra=extra))
+def campaign(folder: Path, name: str, run: dict | None = None, *args: str) -> Path:
+    """Run `CAMPAIGN` (with ``run`` keys beside per_image_cap) as `mutatenn run` does; returns its run folder."""
+    config = campaign_config(folder / f"{name}.toml", **CAMPAIGN, run={"per_image_cap": 5, **(run or {})})
     out = folder / name
     assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet", "--no-report", *args]) == 0
     return out
@@ -60,8 +46,8 @@ def builds(run: Path) -> pd.DataFrame:
 def runs(tmp_path_factory):
     """The same campaign with shared builds (the default) and with every mutant built in full."""
     folder = tmp_path_factory.mktemp("fast")
-    return {"folder": folder, "shared": campaign(folder, "shared", "build_cache = \"cache\""),
-            "separate": campaign(folder, "separate", "share_builds = false")}
+    return {"folder": folder, "shared": campaign(folder, "shared", {"build_cache": "cache"}),
+            "separate": campaign(folder, "separate", {"share_builds": False})}
 
 
 def test_shared_builds_give_the_same_verdicts_and_values_as_full_builds(runs):
@@ -97,7 +83,7 @@ def test_shared_builds_compile_only_what_the_mutant_changed(runs):
 
 
 def test_a_second_run_reuses_the_build_cache(runs):
-    again = campaign(runs["folder"], "again", f"build_cache = \"{runs['folder'] / 'cache'}\"")
+    again = campaign(runs["folder"], "again", {"build_cache": str(runs["folder"] / "cache")})
     first, second = builds(runs["shared"]), builds(again)
     assert not first["cached"].any()
     assert second["cached"].all() and len(second) == len(first)
@@ -106,7 +92,7 @@ def test_a_second_run_reuses_the_build_cache(runs):
 
 
 def test_fast_kill_keeps_every_verdict_and_says_which_images_it_skipped(runs):
-    fast_run = campaign(runs["folder"], "fast", "", "--fast-kill")
+    fast_run = campaign(runs["folder"], "fast", None, "--fast-kill")
     fast, full = verdicts(fast_run), verdicts(runs["separate"])
     pd.testing.assert_frame_equal(fast[["mutant_id", "stack", "verdict"]], full[["mutant_id", "stack", "verdict"]])
     scores = [pd.read_csv(run / "scores.csv") for run in (fast_run, runs["separate"])]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, campaign_config, run_cli
 
 TF_NOISE = ("oneDNN", "absl::", "XNNPACK", "tf.Erf")
 
@@ -164,41 +164,21 @@ def test_keras_applications_use_cached_weights_or_warn(tmp_path):
     assert table["top1_agreement"].min() == 1.0
 
 
-CAMPAIGN = """
-[model]
-spec = "{model}"
-
-[images]
-spec = "digits:24"
-
-[mutants]
-operators = ["replace_activation_with_tanh", "remove_activation", "block_neuron_effect", "tir_store_scale2"]
-[mutants.select]
-sample = 2
-seed = 0
-
-[[stacks]]
-name = "cpu-via-tflite"
-target = "cpu"
-via = "tflite"
-
-[[stacks]]
-name = "cpu-via-tf2onnx"
-target = "cpu"
-via = "tf2onnx"
-
-[run]
-jobs = 2
-timeout = 300
-"""
+def campaign_keys(model: Path, first_via: str = "tflite") -> dict:
+    """A campaign of ``model`` on two import paths (the first stack's may be changed)."""
+    return {"model": model, "images": "digits:24", "select": {"sample": 2, "seed": 0},
+            "operators": ["replace_activation_with_tanh", "remove_activation", "block_neuron_effect",
+                          "tir_store_scale2"],
+            "stacks": [{"name": "cpu-via-tflite", "target": "cpu", "via": first_via},
+                       {"name": "cpu-via-tf2onnx", "target": "cpu", "via": "tf2onnx"}],
+            "run": {"jobs": 2, "timeout": 300}}
 
 
 def run_campaign_config(folder: Path, model: Path):
     from mutatenn.campaign import run_campaign
     from mutatenn.config import load_config
 
-    path = folder / "campaign.toml"
-    path.write_text(CAMPAIGN.format(model=model))
+    path = campaign_config(folder / "campaign.toml", **campaign_keys(model))
     return run_campaign(load_config(path), folder / "run", quiet=True)
 
 
@@ -237,8 +217,7 @@ def test_a_campaign_goes_on_when_one_import_path_fails(tf_models, tmp_path):
 
 @pytest.mark.parametrize("stack_via, expected", [("nope", "stacks[0].via"), ("torch.onnx", "takes a PyTorch model")])
 def test_an_import_path_that_does_not_fit_is_refused_before_work(tf_models, tmp_path, stack_via, expected):
-    config = tmp_path / "c.toml"
-    config.write_text(CAMPAIGN.format(model=tf_models / "small.keras").replace('via = "tflite"', f'via = "{stack_via}"'))
+    config = campaign_config(tmp_path / "c.toml", **campaign_keys(tf_models / "small.keras", first_via=stack_via))
     proc = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--quiet")
     assert proc.returncode == 2 and expected in "".join(error_lines(proc.stderr)), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "verdicts.csv").exists()

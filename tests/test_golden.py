@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import campaign_config, run_cli
 
 from mutatenn.cli import main
 
@@ -76,22 +76,8 @@ def test_a_saved_folder_of_another_model_or_image_set_is_refused(saved, tmp_path
     assert not (tmp_path / "out").exists()  # refused before anything ran or was written
 
 
-CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "{images}"
-[mutants.operators]
-drop_weight_precision = {{ positions = [0, 1] }}
-[[stacks]]
-name = "o0"
-target = "cpu"
-opt_level = 0
-[kill]
-criterion = "rel_l2 > 1e-6"
-[run]
-reference = "{reference}"
-"""
+CAMPAIGN = {"operators": {"drop_weight_precision": {"positions": [0, 1]}},
+            "stacks": [{"name": "o0", "target": "cpu", "opt_level": 0}], "criterion": "rel_l2 > 1e-6"}
 
 
 def test_a_campaign_judges_its_mutants_against_saved_outputs(saved, tmp_path):
@@ -101,8 +87,7 @@ def test_a_campaign_judges_its_mutants_against_saved_outputs(saved, tmp_path):
     import operators
 
     reference = f"saved:{saved / 'saved'}:tvm:cpu:O2"
-    config = tmp_path / "c.toml"
-    config.write_text(CAMPAIGN.format(images="digits:20", reference=reference))
+    config = campaign_config(tmp_path / "c.toml", **CAMPAIGN, images="digits:20", run={"reference": reference})
     assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0
     entry = json.loads((saved / "saved" / "manifest.json").read_text())["variants"]["tvm:cpu:O2"]
     golden = np.load(saved / "saved" / entry["logits"])
@@ -118,7 +103,7 @@ def test_a_campaign_judges_its_mutants_against_saved_outputs(saved, tmp_path):
     assert json.loads((run / "run.json").read_text())["reference"].endswith(":tvm:cpu:O2")
 
     # Saved outputs of another image set: one line naming it, exit 2, before anything is built.
-    config.write_text(CAMPAIGN.format(images="digits:12", reference=reference))
+    campaign_config(config, **CAMPAIGN, images="digits:12", run={"reference": reference})
     proc = run_cli("run", str(config), "--out", str(tmp_path / "other"), "--quiet")
     assert proc.returncode == 2 and "from another image set" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

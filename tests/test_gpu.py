@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import tvm
+from conftest import campaign_table
 
 from mutatenn.campaign.engine import run_campaign
 from mutatenn.compare import compare
@@ -16,15 +17,10 @@ from mutatenn.errors import ConfigError
 
 def _campaign_config():
     """Two stacks, one on the GPU and one on the host CPU; one pass mutant keeps it short."""
-    return parse_config({
-        "model": {"spec": "digits"},
-        "images": {"spec": "digits:20"},
-        "mutants": {"select": {"sample": 1, "seed": 1}, "operators": {"pass_opt_level": "all"}},
-        "stacks": [{"name": "gpu", "target": "cuda", "opt_level": 2},
-                   {"name": "host", "target": "cpu", "opt_level": 2}],
-        "kill": {"criterion": "top1_agreement < 1.0"},
-        "run": {"timeout": 300},
-    })
+    return parse_config(campaign_table(
+        images="digits:20", select={"sample": 1, "seed": 1}, operators={"pass_opt_level": "all"},
+        stacks=[{"name": "gpu", "target": "cuda", "opt_level": 2}, {"name": "host", "target": "cpu", "opt_level": 2}],
+        criterion="top1_agreement < 1.0", run={"timeout": 300}))
 
 
 def _rel_l2(a, b) -> float:

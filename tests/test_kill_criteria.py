@@ -7,34 +7,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import campaign_config
 
 import operators
 from mutatenn.cli import main
 from operators import ranking
 from operators.criteria import AllOf, AnyOf, CountTerm
 
-CONFIG = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:40"
-[mutants]
-select = {{ sample = 3, seed = 2 }}
-[mutants.operators]
-fuzz_weight_gaussian = "default"
-drop_weight_precision = "default"
-replace_activation_with_tanh = "default"
-tir_store_scale2 = "default"
-[[stacks]]
-name = "cpu"
-target = "cpu"
-[kill]
-criterion = "{criterion}"
-[run]
-timeout = 300
-jobs = 2
-keep_artifacts = true
-"""
+CAMPAIGN = {"images": "digits:40", "select": {"sample": 3, "seed": 2},
+            "operators": {"fuzz_weight_gaussian": "default", "drop_weight_precision": "default",
+                          "replace_activation_with_tanh": "default", "tir_store_scale2": "default"},
+            "run": {"timeout": 300, "jobs": 2, "keep_artifacts": True}}
 
 
 def test_criteria_combine_terms_with_and_binding_tighter_than_or():
@@ -89,8 +72,7 @@ def test_flipped_prefix_bound_stops_only_when_enough_images_flipped():
 
 def test_a_campaign_judges_flipped_and_accuracy_drop_from_its_own_outputs(tmp_path):
     criterion = "flipped >= 2 or accuracy_drop > 0.05 and rbo(depth=3, p=0.5) < 0.99"
-    config = tmp_path / "c.toml"
-    config.write_text(CONFIG.format(criterion=criterion))
+    config = campaign_config(tmp_path / "c.toml", **CAMPAIGN, criterion=criterion)
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet", "--no-report"]) == 0
     verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
@@ -119,8 +101,7 @@ def verdicts_artifact(out, mutant_id: str) -> str:
 
 
 def test_accuracy_drop_needs_labelled_images(tmp_path, capsys):
-    config = tmp_path / "c.toml"
-    config.write_text(CONFIG.format(criterion="accuracy_drop > 0.05").replace('spec = "digits:40"',
-                                                                               'spec = "photos:4"'))
+    config = campaign_config(tmp_path / "c.toml", **{**CAMPAIGN, "images": "photos:4"},
+                             criterion="accuracy_drop > 0.05")
     assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "needs labelled images" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import campaign_config
 from scipy.stats import norm
 
 from mutatenn.cli import main
@@ -26,29 +27,11 @@ VERDICTS = [*SCORED, "non_viable", "equivalent"]
 # A global seeded sample (3 of tir_store_add1's sites) and one explicit position: mutants that
 # stay inside their buffers (see tests/test_campaign.py), on two stacks; fast kill, so that some
 # images of a killed mutant are never run.
-CONFIG = f"""
-[model]
-spec = "digits"
-[images]
-spec = "digits:{IMAGES}"
-[mutants]
-select = {{ sample = 3, seed = 3 }}
-[mutants.operators]
-tir_store_add1 = "default"
-tir_store_cast_int8 = {{ positions = [0] }}
-[[stacks]]
-name = "cpu-O0"
-target = "cpu"
-opt_level = 0
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 300
-per_image_cap = 4
-fast_kill = true
-"""
+CAMPAIGN = {"images": f"digits:{IMAGES}", "select": {"sample": 3, "seed": 3},
+            "operators": {"tir_store_add1": "default", "tir_store_cast_int8": {"positions": [0]}},
+            "stacks": [{"name": "cpu-O0", "target": "cpu", "opt_level": 0},
+                       {"name": "cpu-O2", "target": "cpu", "opt_level": 2}],
+            "run": {"timeout": 300, "per_image_cap": 4, "fast_kill": True}}
 
 
 def reference_wilson(killed: int, n: int) -> tuple[float, float]:
@@ -63,8 +46,7 @@ def reference_wilson(killed: int, n: int) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kill-matrix")
-    config = folder / "campaign.toml"
-    config.write_text(CONFIG)
+    config = campaign_config(folder / "campaign.toml", **CAMPAIGN)
     out = folder / "run"
     start = time.perf_counter()
     assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
@@ -88,16 +70,14 @@ def test_wilson_interval_of_a_known_count():
     assert wilson_interval(0, 0) is None
 
 
-def test_scores_carry_the_interval_and_the_sampled_fraction(campaign):
+def test_scores_carry_the_interval_and_the_sampled_fraction(campaign, digits_program):
     import mutators
-    from mutatenn.loading import load_program
 
     out = campaign["out"]
     scores, verdicts = read(out, "scores.csv"), read(out, "verdicts.csv")
     assert {"score_low", "score_high", "sampled", "population"} <= set(scores.columns)
     # The sites each operator has (every site a mutant), counted apart from the campaign.
-    program = load_program("digits")
-    sites = {op: len(mutators.enumerate_mutants(program.mod, operators=[op]))
+    sites = {op: len(mutators.enumerate_mutants(digits_program.mod, operators=[op]))
              for op in ("tir_store_add1", "tir_store_cast_int8")}
     assert all(n > 3 for n in sites.values())
     levels = {"tir": sum(sites.values())}
@@ -142,7 +122,7 @@ def test_kill_matrix_agrees_with_verdicts_per_image_and_flipped_images(campaign)
     out = campaign["out"]
     matrix, verdicts, per_image = read(out, "kill_matrix.csv"), read(out, "verdicts.csv"), read(out, "per_image.csv")
     names = [i["name"] for i in json.loads((out / "images.json").read_text())]
-    assert list(matrix.columns) == ["mutant_id", "stack", "image", "killed_by_image"]
+    assert list(matrix.columns[:3]) == ["mutant_id", "stack", "image"] and "killed_by_image" in matrix.columns
     assert matrix["killed_by_image"].dropna().isin([0, 1]).all()
     judged = verdicts[verdicts["verdict"].isin(["killed", "survived"])]
     assert {"killed", "survived"} <= set(judged["verdict"])

@@ -99,16 +99,10 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
     assert any(str(file) in note for note in program.notes)
 
 
-def test_onnx_and_pt2_files_load(digits_onnx, tmp_path):
+def test_onnx_and_pt2_files_load(digits_onnx, digits_pt2):
     program = load_program(str(digits_onnx))
     assert program.framework == "onnx" and program.input.shape == (1, 1, 8, 8)
-    import torch
-
-    from mutatenn.models.digits import load_trained
-
-    pt2 = tmp_path / "digits.pt2"
-    torch.export.save(torch.export.export(load_trained(), (torch.zeros(1, 1, 8, 8),)), str(pt2))
-    program = load_program(str(pt2))
+    program = load_program(str(digits_pt2))
     assert program.framework == "torch" and int(program.mod["main"].ret_ty.shape[1]) == 10
 
 

@@ -22,6 +22,7 @@ MUTANTS = [
     ("fuzz_weight_gaussian", 6),  # weight: the second conv's weight
     ("tir_store_add1", 5),  # tir: a store of the batch_norm kernel
 ]
+# Verdicts in conftest.DIGITS_CAMPAIGN (the `digits_campaign` run folder, on stack cpu-O2).
 KILLED, SURVIVED = "replace_activation_with_tanh#0", "replace_activation_with_tanh#1"
 
 
@@ -120,22 +121,16 @@ def test_stacks_at_two_opt_levels_pair_layers_by_binding(digits_paths):
     assert len(loc.search.points) == len(loc.pairs)  # the full curve
 
 
-@pytest.fixture(scope="module")
-def run_dir(digits_campaign):
-    """A small campaign's run folder (conftest): tanh#0 killed, tanh#1 survived on cpu-O2."""
-    return digits_campaign
-
-
-def test_reduce_on_a_killed_mutant_gives_a_subgraph_that_diverges_alone(run_dir, tmp_path, capsys):
+def test_reduce_on_a_killed_mutant_gives_a_subgraph_that_diverges_alone(digits_campaign, tmp_path, capsys):
     import tvm
     from tvm import relax
 
     out = tmp_path / "loc"
-    assert main(["localize", str(run_dir), "--mutant", KILLED, "--reduce", "--out", str(out)]) == 0
+    assert main(["localize", str(digits_campaign), "--mutant", KILLED, "--reduce", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "divergence.json").read_text())
     # The binding the mutant rewrote, as the run's mutants.json names it: "relu #1 of 3 (lvN: ...) -> tanh".
-    site = next(m["site"] for m in json.loads((run_dir / "mutants.json").read_text()) if m["id"] == KILLED)
+    site = next(m["site"] for m in json.loads((digits_campaign / "mutants.json").read_text()) if m["id"] == KILLED)
     changed = site.split("(", 1)[1].split(":", 1)[0]
     assert summary["first_divergence"]["layer_b"] == changed
     assert f"first divergence at {changed}" in printed and summary["campaign"]["mutant"] == KILLED
@@ -159,14 +154,14 @@ def test_reduce_on_a_killed_mutant_gives_a_subgraph_that_diverges_alone(run_dir,
     assert np.linalg.norm(reference - expected) / scale < 1e-5  # the original's subgraph gives A's values
 
 
-def test_a_survived_mutant_is_compared_on_every_image(run_dir, tmp_path, capsys):
+def test_a_survived_mutant_is_compared_on_every_image(digits_campaign, tmp_path, capsys):
     """Survived by the campaign's criterion (no top-1 label changed) yet not equal: the
     localisation still names the binding the mutant rewrote, the one where its outputs
     first differ."""
     out = tmp_path / "survived"
-    assert main(["localize", str(run_dir), "--mutant", SURVIVED, "--no-curve", "--out", str(out)]) == 0
+    assert main(["localize", str(digits_campaign), "--mutant", SURVIVED, "--no-curve", "--out", str(out)]) == 0
     summary = json.loads((out / "divergence.json").read_text())
-    site = next(m["site"] for m in json.loads((run_dir / "mutants.json").read_text()) if m["id"] == SURVIVED)
+    site = next(m["site"] for m in json.loads((digits_campaign / "mutants.json").read_text()) if m["id"] == SURVIVED)
     changed = site.split("(", 1)[1].split(":", 1)[0]
     assert summary["first_divergence"]["layer_b"] == changed
     assert summary["campaign"]["mutant"] == SURVIVED and summary["images_disagreeing"] == 0
@@ -198,9 +193,9 @@ def _flatten_onnx(path):
     (["--model", "digits", "--a", "tvm:cpu", "--b", "tvm:cpu:O0", "--images", "digits:5", "--repair"],
      "--repair analyses a conversion"),
 ])
-def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, args, phrase):
+def test_bad_input_is_one_line_and_exit_2(digits_campaign, tmp_path, capsys, args, phrase):
     other = _flatten_onnx(tmp_path / "other.onnx")
-    args = [str(run_dir) if a == "RUN" else a.replace("OTHER", str(other)) for a in args]
+    args = [str(digits_campaign) if a == "RUN" else a.replace("OTHER", str(other)) for a in args]
     code = main(["localize", *args, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

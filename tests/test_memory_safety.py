@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import tvm
 import tvm_ffi
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, campaign_config, campaign_table, free_port, run_cli
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -177,8 +177,7 @@ def test_original_with_bounds_checks_gives_identical_outputs(digits_program):
 
 
 def test_config_keys_are_checked():
-    base = {"model": "digits", "images": "digits:8", "mutants": {"operators": ["tir_lt_to_le"]},
-            "stacks": [{"name": "s", "target": "cpu", "bounds_check": True}]}
+    base = campaign_table(operators=["tir_lt_to_le"], stacks=[{"name": "s", "target": "cpu", "bounds_check": True}])
     config = parse_config(base)
     assert config.stacks[0].options.bounds_check and config.stacks[0].describe()["bounds_check"]
     with pytest.raises(ConfigError, match=r"stacks\[0\]\.bounds_check.*true or false"):
@@ -192,26 +191,15 @@ def test_config_keys_are_checked():
     assert parse_config({**base, "run": {"rejudge_unstable": "bounds_check", "repeats": 2}}).rejudge_unstable
 
 
-CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:8"
-[mutants.operators]
-{operators}
-[[stacks]]
-name = "checked"
-target = "cpu"
-bounds_check = true
-[run]
-jobs = 1
-timeout = 300
-"""
+# The out-of-bounds mutant and the in-bounds padding mutant beside it, on 8 digits, one job.
+BOTH_MUTANTS = {OUT_OF_BOUNDS[0]: {"positions": [OUT_OF_BOUNDS[1]]}, IN_BOUNDS[0]: {"positions": [IN_BOUNDS[1]]}}
+RUN = {"jobs": 1, "timeout": 300}
 
 
-def _campaign_process(folder: Path, operators: str) -> subprocess.Popen:
+def _campaign_process(folder: Path) -> subprocess.Popen:
     folder.mkdir(parents=True)
-    (folder / "c.toml").write_text(CAMPAIGN.format(operators=operators))
+    campaign_config(folder / "c.toml", operators=BOTH_MUTANTS,
+                    stacks=[{"name": "checked", "target": "cpu", "bounds_check": True}], run=RUN)
     return subprocess.Popen([sys.executable, "-m", "mutatenn.cli", "run", str(folder / "c.toml"), "--out",
                              str(folder / "run"), "--quiet", "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -220,9 +208,7 @@ def _campaign_process(folder: Path, operators: str) -> subprocess.Popen:
 def test_out_of_bounds_mutant_is_memory_error_in_three_processes(tmp_path):
     """Three campaigns in three fresh processes: the out-of-bounds mutant is memory_error
     each time with the same reason; the in-bounds padding mutant beside it is judged as usual."""
-    operators = (f"{OUT_OF_BOUNDS[0]} = {{ positions = [{OUT_OF_BOUNDS[1]}] }}\n"
-                 f"{IN_BOUNDS[0]} = {{ positions = [{IN_BOUNDS[1]}] }}")
-    procs = [_campaign_process(tmp_path / f"p{i}", operators) for i in range(3)]
+    procs = [_campaign_process(tmp_path / f"p{i}") for i in range(3)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     tables = [pd.read_csv(tmp_path / f"p{i}" / "run" / "verdicts.csv", keep_default_na=False) for i in range(3)]
@@ -240,33 +226,14 @@ def test_out_of_bounds_mutant_is_memory_error_in_three_processes(tmp_path):
     assert overall["score"] == round(100.0 * overall["killed"] / 2, 2)  # memory_error is in the denominator
 
 
-REJUDGE = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:8"
-[mutants.operators]
-{operators}
-[[stacks]]
-name = "plain"
-target = "cpu"
-[run]
-jobs = 1
-timeout = 300
-repeats = 2
-rejudge_unstable = "bounds_check"
-"""
-
-
 def test_rejudge_unstable_rebuilds_flagged_pairs_with_bounds_checks(tmp_path):
     """Both mutants are flagged unstable (the test hook perturbs their second pass, so the
     flag does not depend on what memory held); the bounds-checked rebuild turns the one
     that reads outside its input into memory_error and leaves the other's verdict. A
     second run of the same folder rebuilds nothing and changes nothing."""
     oob_id, ok_id = (f"{op}#{site}" for op, site in (OUT_OF_BOUNDS, IN_BOUNDS))
-    operators = (f"{OUT_OF_BOUNDS[0]} = {{ positions = [{OUT_OF_BOUNDS[1]}] }}\n"
-                 f"{IN_BOUNDS[0]} = {{ positions = [{IN_BOUNDS[1]}] }}")
-    (tmp_path / "c.toml").write_text(REJUDGE.format(operators=operators))
+    campaign_config(tmp_path / "c.toml", operators=BOTH_MUTANTS, stacks=[{"name": "plain", "target": "cpu"}],
+                    run={**RUN, "repeats": 2, "rejudge_unstable": "bounds_check"})
     env = {"MUTATENN_TEST_FAULTS": json.dumps({"unstable": [oob_id, ok_id]})}
     args = ("run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--no-report")
     result = run_cli(*args, env=env)
@@ -356,8 +323,7 @@ def test_a_run_that_raises_is_crashed_and_an_internal_error_stops_the_campaign(t
 
     wrong = run_job(_job(tmp_path, "tvm:cpu:O2", *IN_BOUNDS, "0" * 16))
     assert wrong.status is JobStatus.INTERNAL_ERROR and "planned 0000000000000000" in wrong.reason
-    parse = parse_config({"model": "digits", "images": "digits:4", "mutants": {"operators": [IN_BOUNDS[0]]},
-                          "stacks": [{"name": "s", "target": "cpu"}]})
+    parse = parse_config(campaign_table(images="digits:4", operators=[IN_BOUNDS[0]], stacks=[{"name": "s", "target": "cpu"}]))
     artifact = Artifact("KEY", parse.stacks[0], parse.stacks[0].options, "0" * 16, *IN_BOUNDS,
                         pairs=[(mutant.id, "s")])
     with pytest.raises(CampaignError, match=r"internal error in job KEY \(tir_cond_rhs_minus1#0 on stack 's'"):

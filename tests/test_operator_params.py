@@ -6,36 +6,22 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import campaign_config, campaign_table, run_cli
 
 import mutators
 from mutatenn.cli import main
 from mutatenn.config import parse_config
 
-CONFIG = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:16"
-[mutants.operators]
-{operators}
-[[stacks]]
-name = "cpu"
-target = "cpu"
-[run]
-timeout = 300
-jobs = 2
-"""
-OPERATORS = """tir_store_add = { delta = -1e-8, positions = [0] }
-tir_store_scale = { factor = 3, positions = [0] }
-tir_store_cast = { dtype = "int8", positions = [0] }
-insert_transpose_before = { arg = 1 }
-"""
+OPERATORS = {"tir_store_add": {"delta": -1e-8, "positions": [0]}, "tir_store_scale": {"factor": 3, "positions": [0]},
+             "tir_store_cast": {"dtype": "int8", "positions": [0]}, "insert_transpose_before": {"arg": 1}}
+
+
+def write_config(path, operators: dict):
+    return campaign_config(path, images="digits:16", operators=operators, run={"timeout": 300, "jobs": 2})
 
 
 def test_parameters_reach_the_built_mutants(tmp_path):
-    config = tmp_path / "c.toml"
-    config.write_text(CONFIG.format(operators=OPERATORS))
+    config = write_config(tmp_path / "c.toml", OPERATORS)
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet", "--no-report"]) == 0
     mutants = {m["id"]: m for m in json.loads((out / "mutants.json").read_text())}
@@ -59,26 +45,25 @@ def test_a_named_parameterised_operator_equals_its_fixed_twin_at_the_defaults(di
 
 
 def test_default_campaigns_take_each_mutation_once():
-    config = parse_config({"model": "digits", "images": "digits:4", "stacks": [{"target": "cpu"}]})
+    config = parse_config(campaign_table(images="digits:4", stacks=[{"target": "cpu"}]))
     assert not {"tir_store_add", "tir_store_scale", "tir_store_cast", "tir_cond_rhs_shift"} & set(config.operators)
     assert {"tir_store_add1", "tir_store_scale2", "insert_transpose_before"} <= set(config.operators)
 
 
 @pytest.mark.parametrize("entry, message", [
-    ('tir_store_add = { step = 1 }', "has no parameter 'step' (parameters: delta)"),
-    ('tir_store_add = { delta = "x" }', "delta must be a finite number"),
-    ('tir_store_add = { delta = 0 }', "delta = 0 changes nothing"),
-    ('tir_store_cast = { dtype = "float8" }', "dtype must be one of float16, bfloat16"),
-    ('insert_transpose_before = { arg = -2 }', "arg must be an argument index"),
-    ('tir_lt_to_le = { delta = 1 }', "has no parameter 'delta' (parameters: none)"),
-    ('insert_exp_after = { ops = "conv2d+pool" }', "ops must be 'all' or kinds of conv2d, matmul"),
-    ('tir_cond_rhs_shift = { cmp = "<" }', "cmp must be one of any, lt, le"),
-    ('"tir_store_cast(dtype=int4)" = "first"', "dtype must be one of"),
-    ('"tir_store_cast(dtype=int8)" = { dtype = "int16" }', "in the name or in the table, not both"),
+    ({"tir_store_add": {"step": 1}}, "has no parameter 'step' (parameters: delta)"),
+    ({"tir_store_add": {"delta": "x"}}, "delta must be a finite number"),
+    ({"tir_store_add": {"delta": 0}}, "delta = 0 changes nothing"),
+    ({"tir_store_cast": {"dtype": "float8"}}, "dtype must be one of float16, bfloat16"),
+    ({"insert_transpose_before": {"arg": -2}}, "arg must be an argument index"),
+    ({"tir_lt_to_le": {"delta": 1}}, "has no parameter 'delta' (parameters: none)"),
+    ({"insert_exp_after": {"ops": "conv2d+pool"}}, "ops must be 'all' or kinds of conv2d, matmul"),
+    ({"tir_cond_rhs_shift": {"cmp": "<"}}, "cmp must be one of any, lt, le"),
+    ({"tir_store_cast(dtype=int4)": "first"}, "dtype must be one of"),
+    ({"tir_store_cast(dtype=int8)": {"dtype": "int16"}}, "in the name or in the table, not both"),
 ])
 def test_bad_parameters_are_one_line_naming_the_key(tmp_path, capsys, entry, message):
-    config = tmp_path / "c.toml"
-    config.write_text(CONFIG.format(operators=entry))
+    config = write_config(tmp_path / "c.toml", entry)
     code = main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("mutatenn: error:")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from conftest import PassRecorder
+from conftest import PassRecorder, campaign_table
 from tvm import relax
 
 import mutators
@@ -230,7 +230,7 @@ def test_build_options_keys_labels_and_overrides():
 
 
 def _config(**stack) -> dict:
-    return {"model": "digits", "images": "digits:4", "stacks": [{"target": "cpu", **stack}]}
+    return campaign_table(images="digits:4", stacks=[{"target": "cpu", **stack}])
 
 
 def test_stack_config_takes_required_passes_and_tir_options():

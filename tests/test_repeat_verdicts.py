@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import campaign_config, campaign_table, run_cli
 from scipy.stats import mannwhitneyu
 
 import operators
@@ -16,29 +16,13 @@ from mutatenn.campaign.repeats import PassSettings, judge_passes
 from mutatenn.config import parse_config
 from mutatenn.errors import ConfigError
 
-CONFIG = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:8"
-[mutants.operators]
-drop_weight_precision = {{ positions = [0, 1, 2] }}
-[[stacks]]
-name = "cpu"
-target = "cpu"
-[kill]
-criterion = "flipped >= 1"
-[run]
-timeout = 300
-jobs = 2
-{run}
-"""
 OP = "drop_weight_precision"
 
 
-def run_campaign(tmp_path, run: str, faults: dict):
-    config = tmp_path / "campaign.toml"
-    config.write_text(CONFIG.format(run=run))
+def run_campaign(tmp_path, run: dict, faults: dict):
+    """Three mutants of `OP` on 8 digits, killed by one flip, with ``run``'s [run] keys."""
+    config = campaign_config(tmp_path / "campaign.toml", operators={OP: {"positions": [0, 1, 2]}},
+                             criterion="flipped >= 1", run={"timeout": 300, "jobs": 2, **run})
     out = tmp_path / "run"
     result = run_cli("run", str(config), "--out", str(out), "--quiet", "--no-report",
                      env={"MUTATENN_TEST_FAULTS": json.dumps({"flip_passes": faults})})
@@ -50,7 +34,8 @@ def run_campaign(tmp_path, run: str, faults: dict):
 def test_majority_over_passes_in_fresh_processes(tmp_path):
     # The fault negates image 0's logits (its top-1 flips) in the listed passes (0 = the first).
     faults = {f"{OP}#0": [1, 2], f"{OP}#1": [0]}
-    out, verdicts, _ = run_campaign(tmp_path, 'repeats = 3\nrepeat_in = "process"\nverdict = "majority"', faults)
+    out, verdicts, _ = run_campaign(tmp_path, {"repeats": 3, "repeat_in": "process", "verdict": "majority"},
+                                    faults)
     # Killed in passes 2 and 3 but not the first: a first-pass verdict would miss it.
     assert verdicts.loc[f"{OP}#0", "verdict"] == "killed"
     assert verdicts.loc[f"{OP}#0", "passes_killed"] == 2
@@ -75,7 +60,7 @@ def test_statistical_verdict_counts_a_non_deterministic_original_as_noise(tmp_pa
               f"{OP}#1": [0],  # one flip in five: chance
               f"{OP}#2": [1, 2, 3],  # a majority, yet within reach of the original's own noise
               "original": [2]}  # the original flips image 0 in its third pass
-    out, verdicts, result = run_campaign(tmp_path, 'repeats = 5\nverdict = "statistical"', faults)
+    out, verdicts, result = run_campaign(tmp_path, {"repeats": 5, "verdict": "statistical"}, faults)
     assert "the original program is non-deterministic" in result.stderr
     assert json.loads((out / "run.json").read_text())["unstable_originals"] == ["cpu"]
     assert verdicts.loc[f"{OP}#0", "verdict"] == "killed"
@@ -117,38 +102,24 @@ def test_statistical_terms_follow_the_criterion_and_scipy():
     ({"repeats": 5, "verdict": "statistical", "effect_size": 0.3}, "run.effect_size': must be at least 0.5"),
 ])
 def test_bad_repeat_settings_are_one_line(run, message):
-    raw = {"model": {"spec": "digits"}, "images": {"spec": "digits:4"}, "mutants": {"operators": {OP: "first"}},
-           "stacks": [{"name": "cpu", "target": "cpu"}], "run": run}
+    raw = campaign_table(images="digits:4", operators={OP: "first"}, run=run)
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(raw)
 
 
-LATENCY = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:4"
-[mutants.operators]
-drop_weight_precision = {{ positions = [0, 1] }}
-[[stacks]]
-name = "cpu"
-target = "cpu"
-[kill]
-criterion = "latency_ratio > 10"
-[run]
-timeout = 300
-{timing}
-"""
+def latency_config(path, **run):
+    """Two mutants of `OP` on 4 digits, killed on latency, with ``run``'s [run] keys."""
+    return campaign_config(path, images="digits:4", operators={OP: {"positions": [0, 1]}},
+                           criterion="latency_ratio > 10", run={"timeout": 300, **run})
 
 
 def test_a_latency_kill_needs_pinned_threads_and_repeated_timing(tmp_path, capsys):
     from mutatenn.cli import main
 
-    config = tmp_path / "latency.toml"
-    config.write_text(LATENCY.format(timing=""))
+    config = latency_config(tmp_path / "latency.toml")
     assert main(["run", str(config), "--out", str(tmp_path / "refused"), "--quiet"]) == 2
     assert "needs [run] timing" in capsys.readouterr().err
-    config.write_text(LATENCY.format(timing="timing = { calls = 5, threads = 1 }"))
+    latency_config(config, timing={"calls": 5, "threads": 1})
     assert main(["run", str(config), "--out", str(tmp_path / "two"), "--quiet", "--jobs", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(--jobs 1)" in err[0], err

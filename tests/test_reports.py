@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Page, needs_chromium
+from conftest import Page, campaign_config, needs_chromium
 from PIL import Image
 
 from reports import RunFolderError, load_run_folder, render_campaign_report, render_comparison_report, render_report
@@ -456,32 +456,12 @@ def test_screenshot_script(campaign, tmp_path):
 
 # ---------------------------------------------------------------- a real campaign's report
 
-REAL_CONFIG = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:20"
-[mutants]
-select = { sample = 2, seed = 3 }
-[mutants.operators]
-insert_negate_after = "default"
-tir_store_add1 = "default"
-pass_opt_level = "default"
-[[stacks]]
-name = "cpu-O0"
-target = "cpu"
-opt_level = 0
-[[stacks]]
-name = "generic-O2"
-target = "cpu-generic"
-opt_level = 2
-schedule = "none"
-[kill]
-criterion = "top1_agreement < 1.0"
-[run]
-timeout = 300
-per_image_cap = 5
-"""
+REAL_CAMPAIGN = {"images": "digits:20", "select": {"sample": 2, "seed": 3},
+                 "operators": {"insert_negate_after": "default", "tir_store_add1": "default",
+                               "pass_opt_level": "default"},
+                 "stacks": [{"name": "cpu-O0", "target": "cpu", "opt_level": 0},
+                            {"name": "generic-O2", "target": "cpu-generic", "opt_level": 2, "schedule": "none"}],
+                 "criterion": "top1_agreement < 1.0", "run": {"timeout": 300, "per_image_cap": 5}}
 REAL_STACKS = ["cpu-O0", "generic-O2"]
 
 
@@ -492,8 +472,7 @@ def real_campaign(tmp_path_factory) -> Path:
     from mutatenn.cli import main
 
     folder = tmp_path_factory.mktemp("real")
-    config = folder / "campaign.toml"
-    config.write_text(REAL_CONFIG)
+    config = campaign_config(folder / "campaign.toml", **REAL_CAMPAIGN)
     out = folder / "run"
     assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
     assert (out / "report.html").is_file()

@@ -18,11 +18,6 @@ from mutatenn.cli import main
 KILLED, OTHER = "replace_activation_with_tanh#0", "remove_activation#0"
 
 
-@pytest.fixture(scope="module")
-def run_dir(digits_campaign):
-    return digits_campaign
-
-
 def _stored(run_dir, mutant_id: str) -> tuple[np.ndarray, list[str]]:
     """The campaign's stored outputs of the mutant's artifact, and the images that killed it."""
     with sqlite3.connect(run_dir / "results.sqlite") as db:
@@ -34,13 +29,13 @@ def _stored(run_dir, mutant_id: str) -> tuple[np.ndarray, list[str]]:
     return logits, killing
 
 
-def test_script_reproduces_a_killed_mutant_bit_for_bit(run_dir, tmp_path, capsys):
+def test_script_reproduces_a_killed_mutant_bit_for_bit(digits_campaign, tmp_path, capsys):
     script = tmp_path / "bug" / "repro_tanh.py"
-    assert main(["repro", str(run_dir), KILLED, "--stack", "cpu-O2", "--script", str(script)]) == 0
+    assert main(["repro", str(digits_campaign), KILLED, "--stack", "cpu-O2", "--script", str(script)]) == 0
     out = capsys.readouterr().out
     assert "reproduced: yes (campaign: killed, now: killed)" in out
     assert "identical to the campaign's stored outputs, bit for bit" in out
-    stored, killing = _stored(run_dir, KILLED)
+    stored, killing = _stored(digits_campaign, KILLED)
     assert killing and all(f"{name} " in out for name in killing)
 
     files = script.with_name("repro_tanh_files")
@@ -66,11 +61,11 @@ def test_script_reproduces_a_killed_mutant_bit_for_bit(run_dir, tmp_path, capsys
         assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
-def test_a_mutant_that_segfaults_now_is_reported_not_fatal(run_dir):
+def test_a_mutant_that_segfaults_now_is_reported_not_fatal(digits_campaign):
     # The engine's fault hook makes this rebuild segfault in its worker: the CLI survives,
     # says how the worker died and shows its log; killed then, crashed now: not reproduced.
     faults = {"MUTATENN_TEST_FAULTS": json.dumps({"segfault": [OTHER]})}
-    proc = run_cli("repro", str(run_dir), OTHER, env=faults)
+    proc = run_cli("repro", str(digits_campaign), OTHER, env=faults)
     assert proc.returncode == 1, proc.stderr
     assert "now: crashed: worker process died" in proc.stdout
     assert "fault injection: segfault" in proc.stdout and "full log: " in proc.stdout
@@ -86,8 +81,8 @@ def test_a_mutant_that_segfaults_now_is_reported_not_fatal(run_dir):
     ("equivalent", "is equivalent on stack 'cpu-O2': nothing to reproduce"),
     ("script exists", "already exists"),
 ])
-def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case, phrase):
-    folder, mutant, extra = str(run_dir), KILLED, ["--stack", "cpu-O2"]
+def test_bad_input_is_one_line_and_exit_2(digits_campaign, tmp_path, capsys, case, phrase):
+    folder, mutant, extra = str(digits_campaign), KILLED, ["--stack", "cpu-O2"]
     if case == "not a campaign":
         folder = str(tmp_path)
     elif case == "a comparison":

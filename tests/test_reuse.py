@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import tomllib
 
 import pandas as pd
 import pytest
-from conftest import DIGITS_CAMPAIGN
+from conftest import DIGITS_CAMPAIGN, campaign_config, campaign_table
 
 from mutatenn import api
 from mutatenn.cli import main
@@ -18,7 +17,7 @@ VALUES = ["top1_agreement", "topk_overlap", "kendall_tau", "rbo", "max_abs_error
 
 
 def _config(**changes) -> dict:
-    raw = tomllib.loads(DIGITS_CAMPAIGN)
+    raw = campaign_table(**DIGITS_CAMPAIGN)
     for dotted, value in changes.items():
         table, key = dotted.split(".")
         raw.setdefault(table, {})[key] = value
@@ -92,8 +91,7 @@ def test_a_folder_that_cannot_be_reused_is_one_line_and_exit_2(digits_campaign, 
         old.mkdir()
     else:
         old = _older_copy(digits_campaign, tmp_path, _forget_inputs if case == "older" else _other_model)
-    config = tmp_path / "campaign.toml"
-    config.write_text(DIGITS_CAMPAIGN)
+    config = campaign_config(tmp_path / "campaign.toml", **DIGITS_CAMPAIGN)
     capsys.readouterr()
     assert main(["run", str(config), "--out", str(tmp_path / "new"), "--reuse", str(old), "--quiet",
                  "--no-report"]) == 2

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import tvm
-from conftest import PassRecorder
+from conftest import PassRecorder, campaign_config, campaign_table
 
 import mutators
 from mutatenn.build import BuildOptions, build_artifact, check_runnable, host_cpu_flags, parse_target
@@ -81,10 +81,8 @@ def test_positions_past_the_last_site_are_refused(digits_program, tmp_path, caps
         mutators.enumerate_mutants(digits_program.mod, operators=[operator],
                                    selection=Selection("positions", positions=(0, 99)))
     assert operator in str(err.value) and "99" in str(err.value) and f"{count} sites" in str(err.value)
-    config = tmp_path / "campaign.toml"
-    config.write_text(f'[model]\nspec = "digits"\n[images]\nspec = "digits:4"\n'
-                      f'[mutants.operators]\n{operator} = {{ positions = [0, 99] }}\n'
-                      f'[[stacks]]\nname = "cpu-O2"\ntarget = "cpu"\n')
+    config = campaign_config(tmp_path / "campaign.toml", images="digits:4",
+                             operators={operator: {"positions": [0, 99]}}, stacks=[{"name": "cpu-O2", "target": "cpu"}])
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
@@ -106,8 +104,7 @@ def _unrunnable_target() -> tuple[str, str]:
 def test_a_stack_this_machine_cannot_run_is_refused_when_parsed():
     """Such a stack used to be found only when its original failed, after the model was loaded."""
     target, phrase = _unrunnable_target()
-    raw = {"model": "digits", "images": "digits:4",
-           "stacks": [{"target": "cpu"}, {"target": target}]}
+    raw = campaign_table(images="digits:4", stacks=[{"target": "cpu"}, {"target": target}])
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     text = str(err.value)
@@ -131,12 +128,12 @@ def test_target_cpu_is_resolved_on_the_coordinator_and_shipped_in_each_job(tmp_p
     from mutatenn.campaign.plan import Artifact, make_job
     from mutatenn.runners import with_host_cpu
 
-    config = parse_config({"model": "digits", "images": "digits:4",
-                           "stacks": [{"name": "here", "target": "cpu"}, {"name": "plain", "target": "cpu-generic"}]})
+    config = parse_config(campaign_table(images="digits:4", stacks=[{"name": "here", "target": "cpu"},
+                                                                   {"name": "plain", "target": "cpu-generic"}]))
     jobs = [make_job(Artifact("k", stack, stack.options, "h"), config, tmp_path) for stack in config.stacks]
     assert [j.host_cpu for j in jobs] == [host_cpu_name(), ""]  # a named CPU target needs nothing shipped
     # A worker on another CPU (here: one that says it is a generic x86-64) builds what the key names.
-    shipped = with_host_cpu(parse_variant(jobs[0].variant, jobs[0].runner), "x86-64")
+    shipped = with_host_cpu(jobs[0].variant, "x86-64")  # as campaign.job does with a job
     assert shipped.target.spec["mcpu"] == "x86-64" and shipped.target.name == "cpu"
-    plain = parse_variant(jobs[1].variant, jobs[1].runner)
+    plain = jobs[1].variant
     assert with_host_cpu(plain, "x86-64") == plain

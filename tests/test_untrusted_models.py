@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, campaign_config, campaign_table
 
 from mutatenn.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 REFUSED = "refused as untrusted"
 
 
@@ -46,15 +46,12 @@ def _refused_line(capsys, code: int) -> str:
 
 # ---------------------------------------------------------------- .pt2
 @pytest.fixture(scope="module")
-def pt2_files(tmp_path_factory):
-    """The digits CNN saved with torch.export.save, and crafted copies of it."""
+def pt2_files(digits_pt2, tmp_path_factory):
+    """The digits CNN saved with torch.export.save (conftest), and crafted copies of it."""
     import torch
 
-    from mutatenn.models import digits
-
-    folder = tmp_path_factory.mktemp("pt2")
-    good = folder / "digits.pt2"
-    torch.export.save(torch.export.export(digits.load_trained(), (torch.zeros(1, 1, 8, 8),)), str(good))
+    folder = tmp_path_factory.mktemp("pt2-crafted")
+    good = digits_pt2
     canary = folder / "canary"
     with zipfile.ZipFile(good) as z:
         config = json.loads(z.read(next(n for n in z.namelist() if n.endswith("model_weights_config.json"))))
@@ -119,9 +116,8 @@ def _edit_zip(source: Path, target: Path, edits: dict) -> Path:
 def _command(name: str, model: Path, out: Path) -> list[str]:
     """Each command that loads a model, on ``model``, writing (if it writes) to ``out``."""
     if name == "run":
-        config = out.parent / f"{out.name}.toml"
-        config.write_text(f'[model]\nspec = "{model}"\n[images]\nspec = "digits:4"\n'
-                          '[mutants]\nlevels = ["graph"]\nselect = { sample = 1, seed = 1 }\n[[stacks]]\nname = "cpu"\ntarget = "cpu"\n')
+        config = campaign_config(out.parent / f"{out.name}.toml", model=model, images="digits:4", levels=["graph"],
+                                 select={"sample": 1, "seed": 1})
         return ["run", str(config), "--out", str(out), "--quiet"]
     return {
         "compare": ["compare", "--model", str(model), "--images", "digits:4", "--variants", "tvm:cpu",
@@ -175,8 +171,7 @@ def test_a_campaign_config_trusts_its_model_and_run_json_says_so(pt2_files, tmp_
     from mutatenn.config import parse_config, with_model_trusted
 
     files, _ = pt2_files
-    raw = {"model": {"spec": str(files["plain_pickled_weight"]), "trusted": True}, "images": "digits:4",
-           "stacks": [{"name": "cpu", "target": "cpu"}]}
+    raw = campaign_table(model={"spec": str(files["plain_pickled_weight"]), "trusted": True}, images="digits:4")
     assert parse_config(raw).trusted
     with pytest.raises(Exception, match="model.trusted"):
         parse_config({**raw, "model": {"spec": "digits", "trusted": "yes"}})
@@ -396,9 +391,8 @@ def test_a_saved_model_check_keeps_tensorflow_out_of_a_campaign_coordinator(tf_f
     """`run` refuses the SavedModel before its run folder exists; the check that needs
     TensorFlow's protobuf classes ran in a worker, not in the coordinator."""
     folder, canary = tf_files
-    config = tmp_path / "c.toml"
-    config.write_text(f'[model]\nspec = "{folder / "sm_write"}"\n[images]\nspec = "digits:2"\n'
-                      '[mutants]\nlevels = ["graph"]\nselect = { sample = 1, seed = 1 }\n[[stacks]]\nname = "cpu"\ntarget = "cpu"\n')
+    config = campaign_config(tmp_path / "c.toml", model=folder / "sm_write", images="digits:2", levels=["graph"],
+                             select={"sample": 1, "seed": 1})
     probe = textwrap.dedent(f'''
         import sys
         from mutatenn.cli import main
