@@ -261,3 +261,26 @@ class Page:
 
     def check_clean(self):
         assert self.errors == [] and self.dialogs == [] and self.remote == []
+
+
+# ---------------------------------------------------------------- the fast tier
+# `make test-fast` runs `pytest -m "not slow"`: a tier for before every commit that still
+# touches every package (mutatenn, mutators, operators, reports, runfolder). Whole modules
+# whose tests run campaigns, start services or fresh processes, or tune are slow here;
+# single slow tests elsewhere carry their own `@pytest.mark.slow`.
+SLOW_MODULES = frozenset({
+    "test_campaign", "test_isolation", "test_memory_safety", "test_frameworks", "test_localize",
+    "test_localize_passes", "test_repeat_verdicts", "test_golden", "test_fast_campaigns", "test_kill_criteria",
+    "test_kill_matrix", "test_rpc_tracker", "test_schedules", "test_tuning", "test_repro", "test_reuse",
+    "test_exports", "test_strengthen", "test_triage", "test_compiler_equivalence", "test_operator_params",
+    "test_extensions", "test_api",
+})
+# Tests of fast modules that need the shared campaign (a minute to run) or a full compare.
+SLOW_FIXTURES = frozenset({"digits_campaign", "campaign_report"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -81,6 +81,7 @@ def test_a_bad_stack_key_is_one_line_naming_the_key(table, key, phrase):
     assert f"'{key}" in text and phrase in text and len(text.splitlines()) == 1, text
 
 
+@pytest.mark.slow
 def test_builds_tuning_and_repro_run_the_same_passes(digits_program):
     """Builds, tuning's task extraction and repro's lowering all take their passes from
     `build.pipeline_passes`: seen from inside by a pass instrument."""
@@ -100,6 +101,7 @@ def test_builds_tuning_and_repro_run_the_same_passes(digits_program):
     assert [n for n in tuned.names if n in table] == table
 
 
+@pytest.mark.slow
 def test_compare_takes_every_stack_option_as_a_variant_option(tmp_path, capsys):
     out = tmp_path / "cmp"
     variants = "tvm:cpu(bounds_check=true),tvm:cpu(disabled_passes=FuseOps, tir_options.disable_vectorize=true)"
