@@ -273,7 +273,7 @@ SLOW_MODULES = frozenset({
     "test_localize_passes", "test_repeat_verdicts", "test_golden", "test_fast_campaigns", "test_kill_criteria",
     "test_kill_matrix", "test_rpc_tracker", "test_schedules", "test_tuning", "test_repro", "test_reuse",
     "test_exports", "test_strengthen", "test_triage", "test_compiler_equivalence", "test_operator_params",
-    "test_extensions", "test_api",
+    "test_extensions", "test_api", "test_compression", "test_cli_compare",
 })
 # Tests of fast modules that need the shared campaign (a minute to run) or a full compare.
 SLOW_FIXTURES = frozenset({"digits_campaign", "campaign_report"})
