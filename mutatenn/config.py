@@ -177,7 +177,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     model, pretrained, preset, via, trusted = collect(_model, raw, base_dir) or (None,) * 5
     images = collect(_images, raw, base_dir)
     levels, operators = collect(_mutants, raw.get("mutants", {})) or (None, None)
-    stacks = collect(_every_stack, raw.get("stacks"), model, via, local_devices) if model else None
+    stacks = collect(_stacks, raw.get("stacks"), model, via, local_devices) if model else None
     criterion = collect(_criterion, raw.get("kill", {}))
     if problems:  # the independent sections' problems together, one per line
         raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
@@ -250,19 +250,6 @@ def _collector(problems: list[str]):
             problems.append(str(err))
         return None
     return collect
-
-
-def _every_stack(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
-    """`_stacks` on each [[stacks]] entry alone first, so every bad stack is named, then on
-    the whole list (names used twice)."""
-    if isinstance(value, list):
-        problems: list[str] = []
-        collect = _collector(problems)
-        for i, table in enumerate(value):
-            collect(_stacks, [table], model, model_via, local_devices, i)
-        if len(problems) > 1:
-            raise ConfigErrors(problems)
-    return _stacks(value, model, model_via, local_devices)
 
 
 def _timing(run: dict, criterion):
@@ -612,18 +599,26 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
 STACK_IDENTITY_KEYS = ("name", "target")
 
 
-def _stacks(value, model: str, model_via: str = "", local_devices: bool = True, first: int = 0) -> list[StackSpec]:
+def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
+    """Every ``[[stacks]]`` table, each parsed once: the problems of all bad stacks are
+    reported together (one line each), then stack names used twice."""
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
+    problems: list[str] = []
+    collect = _collector(problems)
     out, names = [], set()
     for i, table in enumerate(value):
-        stack = stack_from_table(table, f"stacks[{first + i}]", model, model_via, local_devices)
+        stack = collect(stack_from_table, table, f"stacks[{i}]", model, model_via, local_devices)
+        if stack is None:
+            continue
         if stack.name in names:
-            raise ConfigError(f"config key 'stacks[{first + i}].name': stack name {stack.name!r} is used twice")
+            problems.append(f"config key 'stacks[{i}].name': stack name {stack.name!r} is used twice")
         names.add(stack.name)
         out.append(stack)
+    if problems:
+        raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
     return out
 
 
