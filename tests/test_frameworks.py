@@ -133,6 +133,29 @@ def test_a_failing_conversion_leaves_the_other_variants_their_results(tf_models,
     assert table.loc["onnxruntime", "path"] == "TensorFlow SavedModel -> tf2onnx (onnx)"
 
 
+def test_tflite_quantisation_runs_the_converters_integer_model(tf_models, tmp_path):
+    """``tflite(quantize=int8-static)`` is the converter's full-integer model calibrated on
+    the run's images: a smaller file whose outputs move off the float ones by quantisation
+    error yet keep their labels here. A .tflite file is already converted: that variant's
+    row carries the quantise stage's error and the others run."""
+    from mutatenn.compare import compare
+
+    result = compare(str(tf_models / "small.h5"), "digits:24", "tflite,tflite(quantize=int8-static)", "keras",
+                     tmp_path / "cmp", jobs=1, render=False)
+    assert not result.errors
+    table = result.table.set_index("variant")
+    fp32, int8 = table.loc["tflite"], table.loc["tflite(quantize=int8-static)"]
+    assert int8["size_bytes"] < fp32["size_bytes"]
+    assert int8["max_rel_error"] > 100 * max(fp32["max_rel_error"], 1e-9)  # integer arithmetic, not float
+    assert int8["top1_agreement"] >= 0.9
+
+    refused = compare(str(tf_models / "small.tflite"), "digits:16", "tflite,tflite(quantize=int8-static)", "tflite",
+                      tmp_path / "cmp2", jobs=1, render=False)
+    assert set(refused.errors) == {"tflite(quantize=int8-static)"}
+    assert "quantize int8-static" in refused.errors["tflite(quantize=int8-static)"]
+    assert "already a .tflite file" in refused.errors["tflite(quantize=int8-static)"]
+
+
 def test_keras_applications_use_cached_weights_or_warn(tmp_path):
     import warnings
 
