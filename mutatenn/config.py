@@ -178,7 +178,7 @@ def load_config(path: Path) -> CampaignConfig:
 
 def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> CampaignConfig:
     """Check every key of a config dict; relative paths are resolved against base_dir."""
-    return config_from_sections(read_sections(raw, base_dir), raw, base_dir, source)
+    return config_from_sections(read_sections(raw, base_dir), base_dir, source)
 
 
 @dataclass
@@ -219,11 +219,12 @@ def read_sections(raw: dict, base_dir: Path = Path(".")) -> Sections:
                     problems)
 
 
-def config_from_sections(sections: Sections, raw: dict, base_dir: Path, source: str) -> CampaignConfig:
+def config_from_sections(sections: Sections, base_dir: Path, source: str) -> CampaignConfig:
     """The whole config: the sections' problems together (one per line), else [run] and the
     checks that span sections."""
     if sections.problems:
         raise problem_listing(sections.problems)
+    raw = sections.raw
     model, images, stacks, criterion = sections.model, sections.images, sections.stacks, sections.criterion
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",

@@ -232,7 +232,7 @@ def checked_config(raw: dict, base_dir: Path = Path("."), source: str = "",
     problems = _in_config_order(sections.problems + _section_problems(sections, found))
     if problems:
         raise problem_listing(problems)
-    return _run_checks(config_from_sections(sections, raw, base_dir, source), found)
+    return _run_checks(config_from_sections(sections, base_dir, source), found)
 
 
 def load_checked_config(path: Path, local_devices: bool = True) -> CampaignConfig:
