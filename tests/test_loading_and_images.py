@@ -78,6 +78,32 @@ def test_torchvision_without_cache_uses_seeded_weights_and_warns(tmp_path, monke
     assert tvm_ffi.structural_equal(program.mod, again.mod), "seeded weights must be deterministic"
 
 
+def test_seeded_weights_with_batch_norm_give_live_image_dependent_logits(tmp_path, monkeypatch):
+    """Seeded weights keep the constructor's batch-norm statistics only at a cost: every
+    activation shrinks, logits end near zero and one class wins on every photo (nothing a
+    mutant could flip). The loader sets the statistics on seeded noise: logits of a usual
+    size, labels that depend on the image, the same model on every load."""
+    import torch
+
+    from mutatenn.frameworks.pytorch import load_torchvision
+    from mutatenn.images import load_image_set, preprocess
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = load_torchvision("torchvision:shufflenet_v2_x1_0", "auto")
+        again = load_torchvision("torchvision:shufflenet_v2_x1_0", "auto")
+        plain = load_torchvision("torchvision:squeezenet1_1", "auto")  # no batch norm: left as it is
+    assert any(note.startswith("batch-norm statistics") for note in source.notes)
+    assert not any(note.startswith("batch-norm statistics") for note in plain.notes)
+    photos = torch.from_numpy(preprocess(load_image_set("photos"), source.preset, source.input.shape))
+    with torch.no_grad():
+        logits, logits_again = source.native(photos).numpy(), again.native(photos).numpy()
+    assert np.abs(logits).max() > 0.1
+    assert len(set(logits.argmax(axis=1).tolist())) > 1
+    assert np.array_equal(logits, logits_again), "seeded weights and statistics must be deterministic"
+
+
 def test_demanding_uncached_pretrained_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(InputError, match=r"not in the local cache: expected .*squeezenet1_1-.*\.pth"):

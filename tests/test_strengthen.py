@@ -91,6 +91,21 @@ def test_transforms_are_bounded_images():
     assert out.dtype == np.uint8 and int(out[0, 0]) == 128 + round(0.1 * 255)
 
 
+def test_a_sample_draws_weak_survivors_before_no_effect_ones():
+    """A sample spends its budget on survivors whose outputs moved before those no image
+    has moved: all of it when there are enough weak ones, then the rest are drawn."""
+    from mutatenn.strengthen.session import sample_ids
+
+    ids = ["w1", "w2", "w3", "n1", "n2", "n3", "n4"]
+    for seed in range(5):
+        assert set(sample_ids(ids, 2, seed, weak=3)) <= {"w1", "w2", "w3"}
+        picked = sample_ids(ids, 5, seed, weak=3)
+        assert {"w1", "w2", "w3"} <= set(picked) and len(picked) == 5
+        assert picked == [m for m in ids if m in picked]  # campaign order kept
+    assert sample_ids(ids, None, 0, weak=3) == ids and sample_ids(ids, 9, 0, weak=0) == ids
+    assert len(sample_ids(ids, 3, 0, weak=0)) == 3
+
+
 @pytest.mark.slow
 def test_strengthen_kills_the_survivor_and_rescores(strengthened, run_dir):
     table = pd.read_csv(strengthened / "strengthen.csv", dtype=str, keep_default_na=False)

@@ -12,8 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", required=True, help="the stack whose survived mutants to kill")
     p.add_argument("--out", required=True, type=Path,
                    help="output folder (new or empty; a folder of an interrupted run with the same settings resumes)")
-    p.add_argument("--sample", type=int, default=None, metavar="N", help="search for N survivors drawn with --seed "
-                   "(default: every survivor)")
+    p.add_argument("--sample", type=int, default=None, metavar="N", help="search for N survivors drawn with --seed, weak "
+                   "ones (outputs moved, below the kill criterion) before no_effect ones (default: every survivor)")
     p.add_argument("--budget", type=int, default=200, metavar="Q",
                    help="queries per mutant, each one original and one mutant inference (default 200)")
     p.add_argument("--epsilon", type=int, default=8, metavar="E",

@@ -66,8 +66,10 @@ def make_request(run_dir: Path, stack: str, budget: int, epsilon: int, transform
 
 
 # ---------------------------------------------------------------- reading the run folder
-def survivors(run_dir: Path, stack: str) -> list[str]:
-    """The ids of the mutants that survived on ``stack``, in the campaign's order."""
+def survivors(run_dir: Path, stack: str) -> tuple[list[str], int]:
+    """The ids of the mutants that survived on ``stack``: the ``weak`` ones first (their
+    outputs moved, so a few more images will likely kill them), then the rest (``no_effect``:
+    bit-identical on every image), each group in the campaign's order; and how many are weak."""
     from ..repro import _campaign_meta
 
     meta = _campaign_meta(Path(run_dir))
@@ -76,20 +78,28 @@ def survivors(run_dir: Path, stack: str) -> list[str]:
         raise StrengthenError(f"stack {stack!r} is not in run {str(run_dir)!r} (its stacks: {', '.join(stacks)})")
     db = sqlite3.connect(f"file:{Path(run_dir) / schema.RESULTS_SQLITE}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT v.mutant_id FROM verdicts v JOIN mutants m ON m.id = v.mutant_id "
-                          "WHERE v.stack = ? AND v.verdict = 'survived' ORDER BY m.ordinal", (stack,)).fetchall()
+        rows = db.execute("SELECT v.mutant_id, v.triage FROM verdicts v JOIN mutants m ON m.id = v.mutant_id "
+                          "WHERE v.stack = ? AND v.verdict = 'survived' "
+                          "ORDER BY COALESCE(v.triage, '') != 'weak', m.ordinal", (stack,)).fetchall()
     finally:
         db.close()
     if not rows:
         raise StrengthenError(f"no mutant survived on stack {stack!r} of run {str(run_dir)!r}: nothing to strengthen")
-    return [r[0] for r in rows]
+    return [r[0] for r in rows], sum(r[1] == "weak" for r in rows)
 
 
-def sample_ids(ids: list[str], sample: int | None, seed: int) -> list[str]:
-    """``sample`` of ``ids`` drawn with ``seed`` (campaign order kept), or all of them."""
+def sample_ids(ids: list[str], sample: int | None, seed: int, weak: int | None = None) -> list[str]:
+    """``sample`` of ``ids`` drawn with ``seed`` (order kept), or all of them. The first
+    ``weak`` ids (the weak survivors) are drawn from first: a sample spends its budget on
+    the mutants an image can plausibly kill before those no image has moved yet."""
     if sample is None or sample >= len(ids):
         return list(ids)
-    picked = set(np.random.default_rng(seed).choice(len(ids), size=sample, replace=False).tolist())
+    weak = len(ids) if weak is None else weak
+    rng = np.random.default_rng(seed)
+    first = min(sample, weak)
+    picked = set(rng.choice(weak, size=first, replace=False).tolist()) if first else set()
+    if sample > first:
+        picked |= {weak + i for i in rng.choice(len(ids) - weak, size=sample - first, replace=False).tolist()}
     return [m for i, m in enumerate(ids) if i in picked]
 
 
@@ -176,7 +186,8 @@ def run_search(request: Request, out: Path, quiet: bool = False, timeout: float 
     from ..repro import open_case
 
     run_dir = Path(request.run_dir)
-    ids = sample_ids(survivors(run_dir, request.stack), request.sample, request.seed)
+    ids, weak = survivors(run_dir, request.stack)
+    ids = sample_ids(ids, request.sample, request.seed, weak)
     table = open_out_dir(out, request)
     done = set(table["mutant_id"])
     cases = {mid: open_case(run_dir, mid, request.stack, allow=("survived",)) for mid in ids if mid not in done}
