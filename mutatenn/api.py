@@ -104,19 +104,24 @@ def load_run(path) -> Run:
 
 def campaign_config(config, **run_overrides):
     """A `CampaignConfig` from a TOML path, a dict of the TOML (relative paths are the
-    working folder's) or a `CampaignConfig`; ``run_overrides``: [run] keys (None: the config's)."""
-    from .config import CampaignConfig, load_config, parse_config, with_model_trusted, with_run_overrides
+    working folder's) or a `CampaignConfig`; ``run_overrides``: [run] keys (None: the config's).
+    A path or dict is parsed and preflighted as one step (`preflight.checked_config`: every
+    problem listed together); a `CampaignConfig` is preflighted when its campaign starts."""
+    from .config import CampaignConfig, with_model_trusted, with_run_overrides
+    from .preflight import check_build_cache_option, checked_config, load_checked_config
 
     scheduler = run_overrides.pop("scheduler", None)
     trusted = run_overrides.pop("trusted", False)
     if isinstance(config, CampaignConfig):
         parsed = config
     elif isinstance(config, dict):
-        parsed = parse_config(json.loads(json.dumps(config)), base_dir=Path.cwd(), source="<dict>",
-                              local_devices=not scheduler)
+        parsed = checked_config(json.loads(json.dumps(config)), base_dir=Path.cwd(), source="<dict>",
+                                local_devices=not scheduler)
     else:
-        parsed = load_config(Path(config), local_devices=not scheduler)
+        parsed = load_checked_config(Path(config), local_devices=not scheduler)
     parsed = with_run_overrides(parsed, **run_overrides)
+    if run_overrides.get("build_cache") is not None:
+        check_build_cache_option(parsed.build_cache)
     return with_model_trusted(parsed) if trusted else parsed
 
 

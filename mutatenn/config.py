@@ -3,17 +3,23 @@
 Every problem is reported as a `ConfigError` that names the key (``stacks[1].target``,
 ``mutants.operators.tir_foo``) before any model is loaded or any job started.
 See examples/*.toml for annotated configs.
+
+This module reads the TOML alone: shapes, types and values, and paths resolved against
+the config's folder. It never looks at the disk or the host, so a run folder's stored
+config reads anywhere (a model file or tuning records moved since do not matter). What a
+config asks of this machine and its files (the model file, the image folder and its
+labels, tuned stacks' records, CPU features or a GPU, cores, saved outputs) is checked
+by `mutatenn.preflight` before a campaign starts.
 """
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .build import BuildOptions, Target, check_runnable, parse_target
-from .errors import ConfigError, ConfigErrors, InputError, TargetError
+from .build import BuildOptions, Target, parse_target
+from .errors import ConfigError, ConfigErrors, InputError
 
 DEFAULT_CRITERION = "top1_agreement < 1.0"
 DEFAULT_TIMEOUT_S = 600.0
@@ -102,6 +108,9 @@ class CampaignConfig:
     # [model] trusted (or `mutatenn run --trust-model`): the model file skips its safety
     # check (`mutatenn.models.safety`), so it may run code when loaded or run.
     trusted: bool = False
+    # Set by `mutatenn.preflight`: this machine and disk were checked, tuned stacks carry
+    # their records folder and the reference its variant (a campaign checks a config once).
+    preflighted: bool = False
 
     def stack_via(self, stack: "StackSpec") -> str:
         """The import path a stack asked for (its own, else the model's; empty: default)."""
@@ -127,11 +136,8 @@ def with_run_overrides(config: CampaignConfig, **overrides) -> CampaignConfig:
     import dataclasses
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    if "build_cache" in given:
-        folder = Path(given["build_cache"]).expanduser().resolve()
-        if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"--build-cache {str(folder)!r} exists and is not a folder")
-        given["build_cache"] = str(folder)
+    if "build_cache" in given:  # that it is a folder is `preflight.check_build_cache_option`'s
+        given["build_cache"] = str(Path(given["build_cache"]).expanduser().resolve())
     if "reuse" in given:
         given["reuse"] = str(Path(given["reuse"]).expanduser().resolve())
     raw = copy.deepcopy(config.raw)
@@ -151,9 +157,8 @@ def with_model_trusted(config: CampaignConfig) -> CampaignConfig:
     return dataclasses.replace(config, raw=raw, trusted=True)
 
 
-def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
-    """``local_devices=False``: the jobs run elsewhere (a Dask cluster), so this machine's
-    CPU features and GPU are not checked."""
+def read_config_file(path: Path) -> dict:
+    """The TOML of a config file as a dict (one ConfigError line when it cannot be read)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -163,12 +168,43 @@ def load_config(path: Path, local_devices: bool = True) -> CampaignConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config {str(path)!r} is not valid TOML: {err}") from None
-    return parse_config(raw, base_dir=path.parent, source=str(path), local_devices=local_devices)
+    return raw
 
 
-def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_devices: bool = True) -> CampaignConfig:
-    """Check every key of a config dict; relative model paths are resolved against base_dir;
-    ``local_devices``: each stack's target must run on this machine."""
+def load_config(path: Path) -> CampaignConfig:
+    """A config file read and parsed (nothing on the disk or host checked: `mutatenn.preflight`)."""
+    return parse_config(read_config_file(path), base_dir=Path(path).parent, source=str(path))
+
+
+def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "") -> CampaignConfig:
+    """Check every key of a config dict; relative paths are resolved against base_dir."""
+    return config_from_sections(read_sections(raw, base_dir), base_dir, source)
+
+
+@dataclass
+class Sections:
+    """The sections of a config that are read independently ([model], [images], [mutants],
+    [[stacks]], [kill]): each value, or None where its section failed (a stack that failed
+    is None in ``stacks``), and every problem found, one line each, in the config's order.
+    `mutatenn.preflight` checks the host and disk for the sections that were read, so a
+    config's problems of both kinds are listed together."""
+
+    model: str | None
+    pretrained: str | None
+    preset: str | None
+    via: str | None
+    trusted: bool | None
+    images: str | None
+    levels: list[str] | None
+    operators: dict | None
+    stacks: list | None  # StackSpec per [[stacks]] table (None for one that failed); None: no usable array
+    criterion: object
+    raw: dict
+    problems: list[str]
+
+
+def read_sections(raw: dict, base_dir: Path = Path(".")) -> Sections:
+    """The independent sections of ``raw``, each checked; their problems collected, not raised."""
     problems: list[str] = []
     collect = _collector(problems)
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
@@ -177,17 +213,19 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     model, pretrained, preset, via, trusted = collect(_model, raw, base_dir) or (None,) * 5
     images = collect(_images, raw, base_dir)
     levels, operators = collect(_mutants, raw.get("mutants", {})) or (None, None)
-    stacks = collect(_stacks, raw.get("stacks"), model, via, local_devices) if model else None
+    stacks = collect(_stacks, raw.get("stacks"), problems)
     criterion = collect(_criterion, raw.get("kill", {}))
-    if problems:  # the independent sections' problems together, one per line
-        raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
-    from operators.criteria import needs_labels
+    return Sections(model, pretrained, preset, via, trusted, images, levels, operators, stacks, criterion, raw,
+                    problems)
 
-    if needs_labels(criterion):
-        from .images import load_image_set
 
-        if not load_image_set(images).has_labels:
-            raise ConfigError(f"config key 'kill.criterion': {criterion} needs labelled images; {images!r} has none")
+def config_from_sections(sections: Sections, base_dir: Path, source: str) -> CampaignConfig:
+    """The whole config: the sections' problems together (one per line), else [run] and the
+    checks that span sections."""
+    if sections.problems:
+        raise problem_listing(sections.problems)
+    raw = sections.raw
+    model, images, stacks, criterion = sections.model, sections.images, sections.stacks, sections.criterion
     run = _table(raw.get("run", {}), "run", {"timeout", "jobs", "per_image_cap", "keep_artifacts", "repeats",
                                              "share_builds", "build_cache", "fast_kill", "rejudge_unstable",
                                              "repeat_in", "verdict", "significance", "effect_size", "reference",
@@ -200,8 +238,6 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     build_cache = _string(run, "build_cache", "run.build_cache") or ""
     if build_cache:
         build_cache = str((base_dir / Path(build_cache).expanduser()).resolve())
-        if Path(build_cache).exists() and not Path(build_cache).is_dir():
-            raise ConfigError(f"config key 'run.build_cache': {build_cache!r} exists and is not a folder")
     repeats = int(_number(run, "repeats", 1, "run.repeats", minimum=1, integer=True))
     if repeats > MAX_REPEATS:
         raise ConfigError(f"config key 'run.repeats': at most {MAX_REPEATS}, got {repeats}")
@@ -209,11 +245,11 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source: str = "", local_
     passes = _pass_settings(run, repeats, fast_kill)
     repeat_in = _repeat_in(run, repeats, stacks)
     timing = _timing(run, criterion)
-    _check_calibration(stacks, images)
-    return CampaignConfig(model, pretrained, preset, images, levels, operators, stacks, criterion,
-                          timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw, source, via,
+    return CampaignConfig(model, sections.pretrained, sections.preset, images, sections.levels, sections.operators,
+                          stacks, criterion, timeout, jobs, cap, keep, repeats, share, build_cache, fast_kill, raw,
+                          source, sections.via,
                           rejudge_unstable=rejudge, repeat_in=repeat_in, passes=passes,
-                          reference=_reference(run, base_dir), timing=timing, trusted=trusted,
+                          reference=_reference(run, base_dir), timing=timing, trusted=sections.trusted,
                           threads=_threads(run, timing), exports=_exports(run), reuse=_reuse(run, base_dir),
                           reuse_or_fresh=_flag(run, "reuse_or_fresh", False))
 
@@ -238,6 +274,11 @@ def _reuse(run: dict, base_dir: Path) -> str:
     return str((base_dir / Path(text).expanduser()).resolve()) if text else ""
 
 
+def problem_listing(problems: list[str]) -> ConfigError:
+    """One ConfigError for one problem, a ConfigErrors (one line each) for several."""
+    return ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
+
+
 def _collector(problems: list[str]):
     """``collect(fn, *args)``: fn's value, or None with its ConfigError(s) added to ``problems``,
     so independent sections are all checked and a config's problems are reported together."""
@@ -254,7 +295,8 @@ def _collector(problems: list[str]):
 
 def _timing(run: dict, criterion):
     """``[run] timing = { calls = N, threads = T }``; a latency kill criterion needs it
-    (`mutatenn.timing`: one timed call per image on shared cores is noise)."""
+    (`mutatenn.timing`: one timed call per image on shared cores is noise). That this
+    machine has T cores is `mutatenn.preflight`'s check."""
     from .timing import DEFAULT_CALLS, MIN_CALLS, Timing, uses_latency
 
     table = run.get("timing")
@@ -266,9 +308,6 @@ def _timing(run: dict, criterion):
     table = _table(table, "run.timing", {"calls", "threads"})
     calls = int(_number(table, "calls", DEFAULT_CALLS, "run.timing.calls", minimum=MIN_CALLS, integer=True))
     threads = int(_number(table, "threads", 1, "run.timing.threads", minimum=1, integer=True))
-    cores = len(os.sched_getaffinity(0))
-    if threads > cores:
-        raise ConfigError(f"config key 'run.timing.threads': this machine gives MutateNN {cores} cores, not {threads}")
     return Timing(calls, threads)
 
 
@@ -278,35 +317,18 @@ def _threads(run: dict, timing) -> int:
     if "threads" not in run:
         return timing.threads if timing else 0
     threads = int(_number(run, "threads", 0, "run.threads", minimum=1, integer=True))
-    cores = len(os.sched_getaffinity(0))
-    if threads > cores:
-        raise ConfigError(f"config key 'run.threads': this machine gives MutateNN {cores} cores, not {threads}")
     if timing and timing.threads != threads:
         raise ConfigError(f"config key 'run.threads': {threads} differs from run.timing.threads = {timing.threads} "
                           "(give one count)")
     return threads
 
 
-def _check_calibration(stacks, images: str) -> None:
-    """A stack calibrating on more images than the set holds: one line, before anything runs."""
-    if not any(s.options.quantize == "int8-static" for s in stacks):
-        return
-    from .compression import check_calibration
-    from .images import load_image_set
-
-    count = len(load_image_set(images))
-    for i, stack in enumerate(stacks):
-        try:
-            check_calibration(stack.options, count, f"stack {stack.name!r}")
-        except InputError as err:
-            raise ConfigError(f"config key 'stacks[{i}].calibration': {err}") from None
-
-
 def _reference(run: dict, base_dir: Path) -> str:
-    """``[run] reference = "saved:DIR[:VARIANT]"``: the folder must hold saved outputs of
-    that variant now; whether they are of this model and image set is checked once both
-    are loaded (`campaign.engine.load_reference`). A relative DIR is the config's."""
-    from .golden import PREFIX, SavedOutputsError, parse_saved_baseline
+    """``[run] reference = "saved:DIR[:VARIANT]"``, a relative DIR the config's. That the
+    folder holds saved outputs of that variant is `mutatenn.preflight`'s check (which
+    names the variant when none is given); whether they are of this model and image set
+    is checked once both are loaded (`campaign.engine.load_reference`)."""
+    from .golden import PREFIX
 
     text = _string(run, "reference", "run.reference")
     if text is None:
@@ -317,11 +339,7 @@ def _reference(run: dict, base_dir: Path) -> str:
     rest = text[len(PREFIX):]
     if rest and not Path(rest.split(":", 1)[0]).expanduser().is_absolute():
         rest = str(base_dir.resolve() / rest)
-    try:
-        saved = parse_saved_baseline(PREFIX + rest, "config key 'run.reference':")
-    except SavedOutputsError as err:
-        raise ConfigError(str(err)) from None
-    return f"{PREFIX}{saved.folder.resolve()}:{saved.variant}"
+    return PREFIX + rest
 
 
 def _pass_settings(run: dict, repeats: int, fast_kill: bool):
@@ -443,26 +461,20 @@ def _model(raw: dict, base_dir: Path):
 
 
 def _model_spec(spec: str, base_dir: Path) -> str:
-    """The model reference checked by the model-format table (`models.formats.FORMATS`);
-    relative paths resolved against the config's folder."""
-    from .models.formats import find_format, model_format
+    """A model name checked by the model-format table (`models.formats.FORMATS`), or a
+    path resolved against the config's folder (that it exists and is of a known format is
+    `mutatenn.preflight`'s check: a folder form is recognised by its contents)."""
+    from .models.formats import named_format
 
-    named = find_format(spec)
-    if named is not None and not named.is_file:  # digits, torchvision:NAME, keras:NAME
+    named = named_format(spec)
+    if named is not None:  # digits, torchvision:NAME, keras:NAME
         known = named.known_names()
         if known is not None and spec[len(named.prefix):] not in known:
             raise ConfigError(f"config key 'model.spec': unknown model {spec!r} (known: "
                               f"{', '.join(named.prefix + n for n in known)})")
         return spec
     path = Path(spec).expanduser()
-    path = path if path.is_absolute() else (base_dir / path).resolve()
-    if not path.exists():
-        raise ConfigError(f"config key 'model.spec': model file {str(path)!r} does not exist")
-    try:
-        model_format(str(path))
-    except InputError as err:
-        raise ConfigError(f"config key 'model.spec': {err}") from None
-    return str(path)
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def _check_via(via: str, key: str) -> None:
@@ -487,13 +499,8 @@ def _images(raw: dict, base_dir: Path) -> str:
         if count and (not count.isdigit() or int(count) < 1):
             raise ConfigError(f"config key 'images.spec': the count after ':' must be a positive integer, not {count!r}")
         return spec
-    path = Path(spec).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path).resolve()
-    if not path.is_dir():
-        raise ConfigError(f"config key 'images.spec': {spec!r} is neither a bundled set "
-                        f"({', '.join(BUNDLED_SETS)}) nor an image folder")
-    return str(path)
+    path = Path(spec).expanduser()  # an image folder: that it is one is `mutatenn.preflight`'s check
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def parse_selection(value, key: str):
@@ -599,32 +606,31 @@ def _mutants(table) -> tuple[list[str] | None, dict]:
 STACK_IDENTITY_KEYS = ("name", "target")
 
 
-def _stacks(value, model: str, model_via: str = "", local_devices: bool = True) -> list[StackSpec]:
-    """Every ``[[stacks]]`` table, each parsed once: the problems of all bad stacks are
-    reported together (one line each), then stack names used twice."""
+def _stacks(value, problems: list[str]) -> list:
+    """Every ``[[stacks]]`` table, each parsed once: a StackSpec each, None for one that
+    failed; each bad stack's problem and each stack name used twice is added to
+    ``problems`` (all reported together, one line each)."""
     if value is None:
         raise ConfigError("config key 'stacks' is missing (e.g. [[stacks]] name = \"cpu-O2\" target = \"cpu\")")
     if not isinstance(value, list) or not value:
         raise ConfigError("config key 'stacks': expected a non-empty array of tables ([[stacks]])")
-    problems: list[str] = []
     collect = _collector(problems)
     out, names = [], set()
     for i, table in enumerate(value):
-        stack = collect(stack_from_table, table, f"stacks[{i}]", model, model_via, local_devices)
+        stack = collect(stack_from_table, table, f"stacks[{i}]")
+        out.append(stack)
         if stack is None:
             continue
         if stack.name in names:
             problems.append(f"config key 'stacks[{i}].name': stack name {stack.name!r} is used twice")
         names.add(stack.name)
-        out.append(stack)
-    if problems:
-        raise ConfigErrors(problems) if len(problems) > 1 else ConfigError(problems[0])
     return out
 
 
-def stack_from_table(table, key: str, model: str, model_via: str = "", local_devices: bool = True) -> StackSpec:
+def stack_from_table(table, key: str) -> StackSpec:
     """One ``[[stacks]]`` table: its name and target, and the build options of the schema
-    (`mutatenn.build.options.OPTIONS`, the same keys a variant takes), each checked there."""
+    (`mutatenn.build.options.OPTIONS`, the same keys a variant takes), each checked there.
+    A tuned stack's records and a local target's hardware are `mutatenn.preflight`'s checks."""
     from .build.options import OptionError, options_from_table, stack_keys
 
     table = _table(table, key, set(STACK_IDENTITY_KEYS) | set(stack_keys()))
@@ -639,36 +645,8 @@ def stack_from_table(table, key: str, model: str, model_via: str = "", local_dev
         raise ConfigError(f"config key '{where}': {err}") from None
     except InputError as err:
         raise ConfigError(f"config key '{key}.target': {err}") from None
-    via = program.get("via", "")
-    if options.schedule == "tuned":
-        options = options.with_overrides({"tuning_db": _tuning_db(model, target, key, via or model_via)})
     name = _string(table, "name", f"{key}.name", default=f"{target}-{options.label()}")
-    if local_devices:
-        _check_runs_here(target, f"{key}.target")
-    return StackSpec(name, target, options, via=via)
-
-
-def _check_runs_here(target_name: str, key: str) -> None:
-    """Refuse a local target this machine cannot run (CPU features missing, no GPU) now,
-    not when its original fails after the model is loaded. Building needs no such
-    hardware, and an RPC target runs on its remote end: only the run is checked."""
-    target = parse_target(target_name)
-    if target.device == "rpc":
-        return
-    try:
-        check_runnable(target)
-    except TargetError as err:
-        raise ConfigError(f"config key '{key}': {err}") from None
-
-
-def _tuning_db(model: str, target_name: str, key: str, via: str = "") -> str:
-    """A tuned stack's database, which must exist before any job starts."""
-    from .tuning import require_database
-
-    try:
-        return str(require_database(model, parse_target(target_name), via))
-    except InputError as err:
-        raise ConfigError(f"config key '{key}.schedule': {err}") from None
+    return StackSpec(name, target, options, via=program.get("via", ""))
 
 
 def _criterion(table):

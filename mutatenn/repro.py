@@ -126,6 +126,7 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
     compares a survived mutant's outputs too)."""
     from .config import parse_config
     from .execute import cached_images
+    from .preflight import preflight
 
     run_dir = Path(run_dir)
     meta = _campaign_meta(run_dir)
@@ -134,7 +135,8 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
     model = raw.get("model")
     raw["model"] = {**model, "spec": meta["model"]} if isinstance(model, dict) else {"spec": meta["model"]}
     raw["images"] = {"spec": meta["images"]}
-    config = parse_config(raw, base_dir=run_dir, local_devices=False)
+    # The stored config reads anywhere; rebuilding needs its model file and records here.
+    config = preflight(parse_config(raw, base_dir=run_dir), local_devices=False)
     stacks = {s.name: s for s in config.stacks}
     described = {s["name"]: s for s in meta.get("stacks", [])}
     if stack_name is None:
@@ -341,26 +343,10 @@ def _log_excerpt(text: str, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> str:
 
 def reproduce_job(task: ReproTask) -> dict:
     """Worker entry point: rebuild, (save,) build and run; a Python error is this job's
-    crash (its traceback in the result), an InputError the user's (a model file gone)."""
-    import traceback
+    crash (its traceback in the log), an InputError the user's (a model file gone)."""
+    from .campaign.job import run_logged
 
-    from .campaign.job import _captured_stderr
-
-    Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
-    stage = ["setup"]
-    with _captured_stderr(task.log_path):
-        try:
-            return _reproduce(task, stage)
-        except InputError as err:
-            return {"status": "input_error", "reason": str(err)}
-        except Exception as err:  # the build or run failed: its stage names it, as in a campaign job
-            import sys
-
-            from .campaign.job import classify_failure
-
-            sys.stderr.write(traceback.format_exc())
-            status, reason = classify_failure(stage[0], err)
-            return {"status": status.value, "reason": reason}
+    return run_logged(_reproduce, task, task.log_path)
 
 
 def _reproduce(task: ReproTask, stage: list) -> dict:

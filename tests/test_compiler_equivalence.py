@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import campaign_config
 
 from mutatenn.build.equivalence import base_name, normalized_ir
 from mutatenn.cli import main
 
-CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:6"
-[mutants.operators]
-tir_store_add1 = {{ positions = [{positions}] }}
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 120
-"""
+CAMPAIGN = {"images": "digits:6", "stacks": [{"name": "cpu-O2", "target": "cpu", "opt_level": 2}],
+            "run": {"timeout": 120}}
 DEAD_STORE, LIVE_STORE = "tir_store_add1#14", "tir_store_add1#13"
 
 
@@ -37,17 +26,17 @@ def test_llvm_modules_are_compared_without_debug_metadata_comments_and_string_le
     assert base_name("fused_tanh", {"fused_relu": 0}) is None
 
 
-def _run(tmp_path, positions: str, *extra: str) -> pd.DataFrame:
+def _run(tmp_path, positions: list[int], *extra: str) -> pd.DataFrame:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    config = tmp_path / "campaign.toml"
-    config.write_text(CAMPAIGN.format(positions=positions))
+    config = campaign_config(tmp_path / "campaign.toml", operators={"tir_store_add1": {"positions": positions}},
+                             **CAMPAIGN)
     assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-report", *extra]) == 0
     return pd.read_csv(tmp_path / "run" / "verdicts.csv", dtype=str, keep_default_na=False).set_index("mutant_id")
 
 
 @pytest.mark.slow
 def test_a_dead_store_mutant_is_equivalent_without_running(tmp_path):
-    verdicts = _run(tmp_path, "13, 14")
+    verdicts = _run(tmp_path, [13, 14])
     dead = verdicts.loc[DEAD_STORE]
     assert dead["verdict"] == "equivalent"
     assert dead["reason"] == ("compiles to the original's machine code "
@@ -64,8 +53,8 @@ def test_full_builds_and_the_build_cache_find_it_too(tmp_path):
     """Without shared builds the changed kernels are compiled once more for the comparison;
     a build cache keeps the finding beside the cached build (verdicts never depend on it)."""
     cache = tmp_path / "cache"
-    first = _run(tmp_path / "a", "14", "--no-share-builds", "--build-cache", str(cache))
-    again = _run(tmp_path / "b", "14", "--no-share-builds", "--build-cache", str(cache))
+    first = _run(tmp_path / "a", [14], "--no-share-builds", "--build-cache", str(cache))
+    again = _run(tmp_path / "b", [14], "--no-share-builds", "--build-cache", str(cache))
     for verdicts in (first, again):
         assert verdicts.loc[DEAD_STORE, "verdict"] == "equivalent"
         assert verdicts.loc[DEAD_STORE, "reason"].startswith("compiles to the original's machine code")

@@ -13,14 +13,16 @@ from mutatenn.campaign.engine import run_campaign
 from mutatenn.compare import compare
 from mutatenn.config import parse_config
 from mutatenn.errors import ConfigError
+from mutatenn.preflight import preflight
 
 
 def _campaign_config():
-    """Two stacks, one on the GPU and one on the host CPU; one pass mutant keeps it short."""
-    return parse_config(campaign_table(
+    """Two stacks, one on the GPU and one on the host CPU; one pass mutant keeps it short
+    (preflighted: a machine without a GPU refuses the cuda stack)."""
+    return preflight(parse_config(campaign_table(
         images="digits:20", select={"sample": 1, "seed": 1}, operators={"pass_opt_level": "all"},
         stacks=[{"name": "gpu", "target": "cuda", "opt_level": 2}, {"name": "host", "target": "cpu", "opt_level": 2}],
-        criterion="top1_agreement < 1.0", run={"timeout": 300}))
+        criterion="top1_agreement < 1.0", run={"timeout": 300})))
 
 
 def _rel_l2(a, b) -> float:

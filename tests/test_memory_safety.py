@@ -183,7 +183,7 @@ def test_config_keys_are_checked():
     with pytest.raises(ConfigError, match=r"stacks\[0\]\.bounds_check.*true or false"):
         parse_config({**base, "stacks": [{"target": "cpu", "bounds_check": "yes"}]})
     with pytest.raises(ConfigError, match=r"stacks\[0\]\.bounds_check.*CPU"):
-        parse_config({**base, "stacks": [{"target": "cuda", "bounds_check": True}]}, local_devices=False)
+        parse_config({**base, "stacks": [{"target": "cuda", "bounds_check": True}]})
     with pytest.raises(ConfigError, match=r"run\.rejudge_unstable.*repeats >= 2"):
         parse_config({**base, "run": {"rejudge_unstable": "bounds_check"}})
     with pytest.raises(ConfigError, match=r"run\.rejudge_unstable.*bounds_check"):

@@ -19,6 +19,7 @@ from mutatenn.build import BuildOptions, build_artifact, check_runnable, host_cp
 from mutatenn.cli import main
 from mutatenn.config import parse_config
 from mutatenn.errors import ConfigError, TargetError
+from mutatenn.preflight import checked_config, preflight
 from mutatenn.runners import parse_variant, runner_class
 from mutators import PENDING, Selection
 
@@ -101,18 +102,21 @@ def _unrunnable_target() -> tuple[str, str]:
     pytest.skip("this machine runs both cpu-avx512 and cuda")
 
 
-def test_a_stack_this_machine_cannot_run_is_refused_when_parsed():
-    """Such a stack used to be found only when its original failed, after the model was loaded."""
+def test_a_stack_this_machine_cannot_run_is_refused_by_preflight():
+    """Such a stack used to be found only when its original failed, after the model was loaded;
+    the config's text alone reads anywhere (a stored run), preflight refuses it here."""
     target, phrase = _unrunnable_target()
     raw = campaign_table(images="digits:4", stacks=[{"target": "cpu"}, {"target": target}])
+    config = parse_config(raw)
     with pytest.raises(ConfigError) as err:
-        parse_config(raw)
+        preflight(config)
     text = str(err.value)
     assert len(text.splitlines()) == 1 and "'stacks[1].target'" in text and phrase in text, text
+    assert preflight(config, local_devices=False).preflighted  # Dask jobs run on the cluster's machines
     # The same target over RPC runs elsewhere: not refused here (RPC remotes are CPU targets only).
     if target == "cpu-avx512":
         raw["stacks"][1]["target"] = "rpc://127.0.0.1:9/cpu-avx512"
-        assert parse_config(raw).stacks[1].target.device == "rpc"
+        assert checked_config(raw).stacks[1].target.device == "rpc"
     # A compare variant is refused by the runner's preflight, before any model is loaded.
     variant = parse_variant(f"tvm:{target}")
     with pytest.raises(TargetError, match=phrase):

@@ -8,26 +8,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Page, needs_chromium
+from conftest import Page, campaign_config, needs_chromium
 
 from mutatenn.campaign.judge import survivor_triage
 from mutatenn.cli import main
 
-NO_EFFECT_CAMPAIGN = """
-[model]
-spec = "digits"
-[images]
-spec = "digits:8"
-[mutants.operators]
-pass_tir_option = { positions = [0] }
-replace_activation_with_tanh = { positions = [1] }
-[[stacks]]
-name = "cpu-O2"
-target = "cpu"
-opt_level = 2
-[run]
-timeout = 120
-"""
+NO_EFFECT_CAMPAIGN = {"images": "digits:8",
+                      "operators": {"pass_tir_option": {"positions": [0]},
+                                    "replace_activation_with_tanh": {"positions": [1]}},
+                      "stacks": [{"name": "cpu-O2", "target": "cpu", "opt_level": 2}], "run": {"timeout": 120}}
 
 
 def test_triage_of_planted_outputs():
@@ -57,7 +46,7 @@ def test_campaign_survivor_is_weak_and_others_untriaged(digits_campaign):
 def no_effect_run(tmp_path_factory):
     """A campaign with a pass mutant that changes no output bit and a weak survivor."""
     folder = tmp_path_factory.mktemp("triage")
-    (folder / "campaign.toml").write_text(NO_EFFECT_CAMPAIGN)
+    campaign_config(folder / "campaign.toml", **NO_EFFECT_CAMPAIGN)
     assert main(["run", str(folder / "campaign.toml"), "--out", str(folder / "run"), "--quiet"]) == 0
     return folder / "run"
 

@@ -38,11 +38,15 @@ class CampaignResult:
 
 def run_campaign(config: CampaignConfig, out_dir: Path, jobs: int | None = None, scheduler: str | None = None,
                  quiet: bool = False, render: bool = True) -> CampaignResult:
-    """Plan, run (resuming what a previous run left), judge, store and write the run folder."""
+    """Preflight (a config not checked yet: this machine and its files), plan, run (resuming
+    what a previous run left), judge, store and write the run folder."""
     from ..compare import announce_inputs
     from ..execute import cached_images
     from ..loading import check_model_isolated
+    from ..preflight import preflight
 
+    # Jobs sent to a Dask cluster run on its machines: this one's CPU and GPU are not asked for.
+    config = preflight(config, local_devices=not scheduler)
     clock = time.perf_counter()
     workers = jobs or config.jobs
     if workers < 1:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import first_line
+from ..errors import InputError, first_line
 from ..records import Job, JobResult, JobStatus
 from . import faults
 
@@ -49,6 +49,24 @@ def run_job(job: Job) -> JobResult:
             status, reason = classify_failure(stage[0], err)
             return JobResult(status, reason, tb[-LOG_TAIL_CHARS:], build_s=0.0,
                              run_s=time.perf_counter() - started)
+
+
+def run_logged(body, task, log_path: str) -> dict:
+    """The worker entry of a job outside the campaign (`repro`, `strengthen`):
+    ``body(task, stage)`` with its stderr in ``log_path``. An InputError is the user's
+    (``input_error``: a model file gone); any other error is the status of the stage it
+    was raised in (`classify_failure`), its traceback in the log."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    stage = [SETUP]
+    with _captured_stderr(log_path):
+        try:
+            return body(task, stage)
+        except InputError as err:
+            return {"status": "input_error", "reason": str(err)}
+        except Exception as err:  # the build or run failed: its stage names it, as in a campaign job
+            sys.stderr.write(traceback.format_exc())
+            status, reason = classify_failure(stage[0], err)
+            return {"status": status.value, "reason": reason}
 
 
 def classify_failure(stage: str, err: BaseException) -> tuple[JobStatus, str]:

@@ -122,6 +122,12 @@ def model_format(spec: str) -> ModelFormat:
     raise ModelError(f"model {spec!r} is not a known model: give {model_forms()}")
 
 
+def named_format(spec: str) -> ModelFormat | None:
+    """The format of a model given by name (``digits``, ``torchvision:NAME``), None for a
+    path; decided from the text alone (a path's format depends on the file it names)."""
+    return next((f for f in FORMATS if not f.is_file and f.matches(spec)), None)
+
+
 def find_format(spec: str) -> ModelFormat | None:
     """`model_format`, or None for a reference of no known format."""
     try:

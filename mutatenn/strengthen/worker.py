@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -45,22 +43,9 @@ class SearchTask:
 
 def search_job(task: SearchTask) -> dict:
     """Worker entry point: a build or search failure becomes this mutant's status."""
-    from ..campaign.job import _captured_stderr, classify_failure
-    from ..errors import InputError
+    from ..campaign.job import run_logged
 
-    Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
-    stage = ["setup"]
-    with _captured_stderr(task.log_path):
-        try:
-            return _search(task, stage)
-        except InputError as err:
-            return {"status": "input_error", "reason": str(err)}
-        except Exception as err:
-            import sys
-
-            sys.stderr.write(traceback.format_exc())
-            status, reason = classify_failure(stage[0], err)
-            return {"status": status.value, "reason": reason}
+    return run_logged(_search, task, task.log_path)
 
 
 def _search(task: SearchTask, stage: list) -> dict:
