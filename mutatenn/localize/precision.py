@@ -5,10 +5,14 @@ target gets a small set of bindings to keep in float32 (the ``keep_fp32`` build 
 
 1. both variants run every image; when B already meets the target nothing is searched;
 2. every data-dependent layer of the one program is read on both sides (exposed a few per
-   build, as the localiser does) on the images whose labels differ, and each layer gets
-   its relative L2 against float32 and its *growth*: that error minus the largest error of
-   the layers it reads. Error compounds downstream, so the layers that add the most error
-   (an fp16 overflow or underflow, a large rounding) rank first, not the last layers;
+   build, as the localiser does) on the images whose labels differ. Layers whose float32
+   values lie outside float16's range rank first, furthest outside first (to a tenth of a
+   decade; overflow: above 65504; underflow: most values below float16's smallest normal
+   number, 2^-14), then by *growth*: their relative L2 against float32 minus the largest
+   error of the layers they read. Error compounds downstream, so growth ranks the layers that add error
+   (a large rounding), not the last layers; but a layer reading values already lost to
+   underflow adds little error by that measure while it underflows itself, hence the range
+   first;
 3. the ranked layers are kept in float32 in doubling counts (1, 2, 4, ...) until the
    agreement target is met, then a bisection finds the shortest prefix of the ranking that
    meets it. Each trial is one build of B with that ``keep_fp32`` and a run over every image.
@@ -49,11 +53,12 @@ class LayerError:
     growth: float
     max_abs_fp32: float
     range: str  # "overflow" (values above 65504), "underflow" (most values below 2^-14), or ""
+    outside: float = 0.0  # how far (decades) float32's values lie outside float16's range
 
     def row(self) -> dict:
         return {"layer": self.name, "kind": self.kind, "shape": "x".join(map(str, self.shape)),
                 "rel_l2": self.rel_l2, "growth": self.growth, "max_abs_fp32": self.max_abs_fp32,
-                "range": self.range}
+                "range": self.range, "outside_decades": self.outside}
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,9 @@ class PrecisionRepair:
         if not self.trials:
             lines.append("B already meets the target: nothing to keep in float32")
         else:
-            lines.append(f"per-layer error on {len(self.rows)} image(s) whose labels differ (relative L2 against "
-                         "float32; growth = what the layer adds to its inputs' error), worst first:")
+            lines.append(f"per-layer error on {len(self.rows)} image(s) whose labels differ, worst first (values "
+                         "outside float16's range first; rel: relative L2 against float32; growth: what the layer "
+                         "adds to its inputs' error):")
             for layer in self.layers[:shown]:
                 note = f"  fp32 max|x| {layer.max_abs_fp32:.3g}" + (f" ({layer.range} in fp16)" if layer.range else "")
                 lines.append(f"  {layer.name:<8} {layer.kind:<14} {'x'.join(map(str, layer.shape)):<16} "
@@ -274,7 +280,9 @@ def rank_layers(pairing, tap_a, tap_b, rows: list[int], per_round: int, toleranc
         growth = _growth(rel[name], max(inputs, default=0.0))
         if rel[name] > tolerance:
             layers.append(LayerError(name, p.b.kind, p.b.shape, rel[name], growth, *stats[name]))
-    order = sorted(range(len(layers)), key=lambda i: (-layers[i].growth, -layers[i].rel_l2, i))
+    # A tenth of a decade apart is a tie (a conv and its bias add): then the layer adding the error first.
+    order = sorted(range(len(layers)),
+                   key=lambda i: (-round(layers[i].outside, 1), -layers[i].growth, -layers[i].rel_l2, i))
     return [layers[i] for i in order]
 
 
@@ -284,17 +292,19 @@ def _growth(error: float, inputs: float) -> float:
     return error - inputs
 
 
-def fp16_range(values: np.ndarray) -> tuple[float, str]:
-    """(largest |value| in float32, whether float16 cannot hold them: overflow above 65504,
-    underflow when most nonzero values lie below float16's smallest normal number)."""
+def fp16_range(values: np.ndarray) -> tuple[float, str, float]:
+    """(largest |value| in float32, whether float16 cannot hold them, how many decades
+    outside its range): overflow above 65504, underflow when most nonzero values lie below
+    float16's smallest normal number."""
     magnitude = np.abs(values[np.isfinite(values)])
     top = float(magnitude.max()) if magnitude.size else math.inf
     nonzero = magnitude[magnitude > 0]
     if top > FP16_MAX:
-        return top, "overflow"
-    if nonzero.size and float(np.median(nonzero)) < FP16_MIN_NORMAL:
-        return top, "underflow"
-    return top, ""
+        return top, "overflow", math.log10(top / FP16_MAX)
+    median = float(np.median(nonzero)) if nonzero.size else FP16_MIN_NORMAL
+    if median < FP16_MIN_NORMAL:
+        return top, "underflow", math.log10(FP16_MIN_NORMAL / median)
+    return top, "", 0.0
 
 
 def _with_kept(pairing, kept: tuple, batch: np.ndarray):
