@@ -10,8 +10,14 @@
   bindings are moved out of the dataflow block into plain binding blocks of their own
   (`split_kept`), with the weight transposes and reshapes that feed them from constants
   alone, before ToMixedPrecision runs: they compute in float32 on their original float32
-  constants, their float32 inputs are the casts ToMixedPrecision puts at the block's end,
-  and the next block casts their results to float16 where its ops want it.
+  constants, their float32 inputs are the casts ToMixedPrecision puts at the block's end
+  (so the layer feeding a kept one hands it its float32 result, not one rounded to
+  float16), and the next block casts their results to float16 where its ops want it.
+  Checked on TVM 0.27's to_mixed_precision.cc: binding blocks are skipped, and a plain
+  variable bound in a dataflow block is cast back to its declared dtype. That cast fails
+  for a tuple item (a batch_norm's ``x[0]``: "The type is not populated"), which is why
+  such bindings are lifted out of the block first (`lift_tuple_items`; this also lets the
+  localiser expose batch_norm layers of an fp16 build).
 - ONNX Runtime: onnxconverter-common's ``convert_float_to_float16`` with inputs and
   outputs kept float32 (``keep_io_types``). Known traps: Resize with ``keep_io_types``,
   and Cast nodes left in float32; a model it cannot convert is that variant's error.
