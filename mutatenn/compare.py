@@ -112,6 +112,22 @@ def variant_sources(source: Source, variants: list[Variant], pretrained: str,
     return out
 
 
+def check_kept_bindings(spec: str, pretrained: str, preset: str | None, variants, trusted: bool = False) -> None:
+    """``keep_fp32`` names bindings of the imported program: checked in a worker (where the
+    model is imported) before any build, so a wrong name is one line, not a row's error."""
+    wanted = [v.text for v in variants if v.options.keep_fp32]
+    if not wanted:
+        return
+    from .execute import kept_bindings_job
+    from .isolation import DONE, run_isolated
+    from .loading import source_family
+
+    outcome = next(run_isolated(kept_bindings_job, [(spec, pretrained, preset, wanted, trusted)],
+                                family=source_family(spec)))
+    if outcome.status == DONE and outcome.value:
+        raise InputError(outcome.value)
+
+
 def _check_tuning_records(source: Source, variants) -> None:
     """A tuned variant needs `mutatenn tune`'s records: refuse before any build starts."""
     for variant in variants:
@@ -189,6 +205,8 @@ def compare(model: str | Program, images_spec: str, variants_text: str, baseline
     if saved:
         paths = {baseline.text: saved.path_text, **paths}
     _check_tuning_records(source, to_run)
+    if not isinstance(model, Program):
+        check_kept_bindings(source.spec, pretrained, preset, to_run, trusted)
     save_dir = golden.prepare_folder(save_outputs) if save_outputs is not None else None
     out_dir = prepare_out_dir(Path(out_dir))
     announce_inputs(source, images)  # every input checked: the work starts

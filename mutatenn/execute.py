@@ -57,6 +57,22 @@ def cached_images(spec: str) -> ImageSet:
     return load_image_set(spec)
 
 
+def kept_bindings_job(model: str, pretrained: str, preset: str | None, variant_texts: list[str],
+                      trusted: bool = False) -> str:
+    """Worker entry point: the first variant whose ``keep_fp32`` names a binding its imported
+    program lacks, as one line ('' when every name is found)."""
+    from .compression.precision import check_kept
+
+    for text in variant_texts:
+        variant = parse_variant(text)
+        program = variant_program(variant, variant.model or model, pretrained, preset, None, trusted)
+        try:
+            check_kept(program.mod, variant.options.keep_fp32)
+        except InputError as err:
+            return f"variant {text!r}: {err}"
+    return ""
+
+
 def run_variant_job(model: str, pretrained: str, preset: str | None, images: str, variant_text: str,
                     runner_ref: str | None = None, trusted: bool = False, threads: int = 0) -> VariantResult:
     """Worker entry point: everything is rebuilt from plain strings (IRModules cannot be pickled)."""

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -237,6 +238,37 @@ class Prune(Kind):
         return f"{value[0]:g}:{value[1]}" if value else "0"
 
 
+@dataclass(frozen=True)
+class BindingList(Kind):
+    """Names of bindings of a Relax ``main`` (``lv12``, as `mutatenn localize` reports them):
+    a TOML list, or names joined by ``+`` in a variant; sorted by their number, so one set
+    has one build key. Whether ``main`` has them is checked when the program is compressed."""
+
+    def read(self, value):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+            raise OptionError("expected binding names of main, e.g. [\"lv12\", \"lv40\"] (a variant: lv12+lv40)")
+        for name in value:
+            if not _BINDING_NAME.match(name):
+                raise OptionError(f"{name!r} is not a binding name (names look like lv12)")
+        return tuple(sorted(dict.fromkeys(value), key=_natural))
+
+    def parse(self, text: str):
+        return self.read([n.strip() for n in text.split("+") if n.strip()])
+
+    def text(self, value) -> str:
+        return "+".join(value)
+
+
+_BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _natural(name: str) -> tuple:
+    """``lv2`` before ``lv12``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _compression(name: str) -> tuple:
     from .. import compression
 
@@ -337,6 +369,10 @@ OPTIONS: tuple[BuildOption, ...] = (
                 "(torch only, on CPUs with bfloat16)", runners=("tvm", "onnxruntime", "torch"), in_key="precision",
                 target_check=lambda v, t: "precision=bf16 is not available on TVM (TVM 0.27's ToMixedPrecision "
                 "makes float16 only); use fp16" if v == "bf16" else None),
+    BuildOption("keep_fp32", "keep_fp32", BindingList(), (),
+                "bindings of main kept in float32 under precision=fp16 (names as `mutatenn localize` reports them): "
+                "keep_fp32=lv12+lv40; in a stack keep_fp32 = [\"lv12\", \"lv40\"]", runners=("tvm",),
+                in_key="keep_fp32"),
     BuildOption("quantize", "quantize", Choice(lambda: _compression("QUANTIZE")), "none",
                 "int8-static (calibrated; ONNX Runtime QDQ, TFLite full-integer, TVM fake-quantised QDQ float math) "
                 "or int8-dynamic (ONNX Runtime, TFLite)", runners=("tvm", "onnxruntime", "tflite"), in_key="quantize"),
@@ -462,7 +498,7 @@ class _BuildOptionsMethods:
 
         error = combination_error(self)
         if error:
-            raise OptionError(error, subkey="quantize")
+            raise OptionError(error, subkey="keep_fp32" if error.startswith("keep_fp32") else "quantize")
         for opt in _BY_FIELD.values():
             if opt.target_check is not None:
                 error = opt.target_check(getattr(self, opt.field), target)

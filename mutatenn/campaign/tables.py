@@ -132,7 +132,8 @@ def compression_pairs(stacks) -> list[tuple[str, str, str]]:
 
     def plain(stack):
         return (stack.target_name, stack.runner, stack.via,
-                dataclasses.replace(stack.options, precision="fp32", quantize="none", prune=(), calibration=16))
+                dataclasses.replace(stack.options, precision="fp32", quantize="none", prune=(), calibration=16,
+                                    keep_fp32=()))
 
     pairs = []
     for fp32 in (s for s in stacks if not is_compressed(s.options)):

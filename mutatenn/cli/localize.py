@@ -44,6 +44,12 @@ def add_arguments(p) -> None:
                    help="A and B differ by their build pipelines (opt levels, passes, TIR options, a pass mutant): "
                    "bisect to the one pass or option whose addition first makes B diverge from A, then localise "
                    "the layer between the builds just before and after it")
+    p.add_argument("--precision", action="store_true",
+                   help="B is a precision=fp16 TVM variant (A: its float32 twin unless given): find the layers to keep "
+                   "in float32 (keep_fp32) that bring B's top-1 agreement with A to --target-agreement, and print the "
+                   "variant that reproduces it")
+    p.add_argument("--target-agreement", type=float, default=None, metavar="T",
+                   help="with --precision: the top-1 agreement with float32 to restore, in (0, 1] (default 0.99)")
     p.add_argument("--repair", action="store_true", help="conversion analysis: compare parameters, "
                    "hyperparameters and preprocessing of A and B, repair B and report label agreement before/after")
 
@@ -61,6 +67,7 @@ def cmd_localize(args) -> int:
               "a": args.a, "b": args.b, "images": args.images, "pretrained": args.pretrained,
               "preset": args.preset, "image": args.image, "reduce": args.reduce, "repair": args.repair,
               "full_curve": not args.no_curve, "trusted": args.trust_model, "passes": args.passes,
+              "precision": args.precision,
               **{k: (v if v is not None else DEFAULTS[k]) for k, v in options.items()}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # worker-pool and framework chatter; the result says what matters
@@ -75,12 +82,17 @@ def cmd_localize(args) -> int:
     for line in value["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
     print(value["text"])
-    print(f"\nresults: {out}/divergence.json, divergence.csv, localize.html")
+    files = value.get("files") or ["divergence.json", "divergence.csv", "localize.html"]
+    print(f"\nresults: {out}/{', '.join(files)}")
     return 0
 
 
 def _check(args) -> dict:
     """One line for a command that names neither form, or both."""
+    if args.precision:
+        return _check_precision(args)
+    if args.target_agreement is not None:
+        raise InputError("--target-agreement goes with --precision")
     campaign = args.run_dir is not None
     variants = [args.model, args.a, args.b, args.images]
     if campaign and any(v is not None for v in variants):
@@ -93,8 +105,30 @@ def _check(args) -> dict:
         missing = [f"--{n}" for n, v in zip(("model", "a", "b", "images"), variants) if v is None]
         if missing:
             raise InputError(f"localize needs {', '.join(missing)} (or RUN_DIR --mutant ID)")
+    return _numbers(args)
+
+
+def _numbers(args) -> dict:
     for name in ("tolerance", "per_round", "max_images"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive")
-    return {"tolerance": args.tolerance, "per_round": args.per_round, "max_images": args.max_images}
+    return {"tolerance": args.tolerance, "per_round": args.per_round, "max_images": args.max_images,
+            "target_agreement": args.target_agreement}
+
+
+def _check_precision(args) -> dict:
+    """``--precision`` takes --model, --b (a precision=fp16 TVM variant), --images, optionally
+    --a, and a target agreement in (0, 1]."""
+    if args.run_dir is not None or args.mutant or args.stack:
+        raise InputError("--precision searches a variant of a model: give --model, --b and --images, not RUN_DIR")
+    clashing = [f"--{n}" for n in ("passes", "repair", "reduce", "image") if getattr(args, n)]
+    if clashing:
+        raise InputError(f"--precision cannot be combined with {', '.join(clashing)}")
+    missing = [f"--{n}" for n in ("model", "b", "images") if getattr(args, n) is None]
+    if missing:
+        raise InputError(f"localize --precision needs {', '.join(missing)}")
+    target = args.target_agreement
+    if target is not None and not 0 < target <= 1:
+        raise InputError(f"--target-agreement must be in (0, 1], got {target:g}")
+    return _numbers(args)

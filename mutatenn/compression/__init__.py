@@ -54,11 +54,17 @@ def compression_label(options) -> str:
         parts.append(options.quantize)
     if options.prune:
         parts.append(f"prune={options.prune[0]:g}:{options.prune[1]}")
+    if options.keep_fp32:
+        parts.append(f"keep_fp32={len(options.keep_fp32)}")
     return "+".join(parts) or "fp32"
 
 
 def combination_error(options) -> str | None:
-    """Combinations no runtime gives: quantisation with a lower float precision."""
+    """Combinations no runtime gives: quantisation with a lower float precision; layers kept
+    in float32 without a lower precision to keep them from."""
+    if options.keep_fp32 and options.precision != "fp16":
+        return (f"keep_fp32 keeps layers of a precision=fp16 build in float32; this one has "
+                f"precision={options.precision}")
     if options.quantize != "none" and options.precision != "fp32":
         return (f"quantize={options.quantize} and precision={options.precision} cannot be combined "
                 "(a quantised model computes in int8 and float32)")

@@ -38,7 +38,7 @@ def compress_relax(mod, options, images: np.ndarray | None, build: Callable):
     if options.quantize == "int8-static":
         mod = step("quantize int8-static", relax_int8_static, mod, calibration_images(options, images), build)
     if options.precision == "fp16":
-        mod = step("precision fp16", relax_fp16, mod)
+        mod = step("precision fp16", relax_fp16, mod, options.keep_fp32)
     return mod
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 from .divergence import DEFAULT_PER_ROUND, DEFAULT_TOLERANCE
+from .precision import DEFAULT_TARGET
 from .session import DEFAULT_MAX_IMAGES, Localization, localize, open_mutant, open_variants
 
 __all__ = ["DEFAULTS", "Localization", "localize", "localize_job", "open_mutant", "open_variants",
-           "run_localization"]
-DEFAULTS = {"tolerance": DEFAULT_TOLERANCE, "per_round": DEFAULT_PER_ROUND, "max_images": DEFAULT_MAX_IMAGES}
+           "run_localization", "run_precision"]
+DEFAULTS = {"tolerance": DEFAULT_TOLERANCE, "per_round": DEFAULT_PER_ROUND, "max_images": DEFAULT_MAX_IMAGES,
+            "target_agreement": DEFAULT_TARGET}
 
 
 def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=None, b=None, images=None,
@@ -71,6 +73,21 @@ def run_localization(*, run_dir=None, mutant=None, stack=None, model=None, a=Non
     return loc
 
 
+def run_precision(*, model, a, b, images, pretrained="auto", preset=None, trusted=False, target=0.99,
+                  per_round=DEFAULT_PER_ROUND, max_images=DEFAULT_MAX_IMAGES, tolerance=DEFAULT_TOLERANCE,
+                  prepare: Callable[[], Path]):
+    """``--precision``: the float16 variant B's layers to keep in float32 (`precision`);
+    writes ``precision.json``."""
+    from ..outputs import write_json
+    from .precision import PRECISION_JSON, open_precision, repair_precision
+
+    pairing = open_precision(model, a, b, images, pretrained, preset, trusted)
+    out = prepare()
+    result = repair_precision(pairing, target, per_round, max_images, tolerance)
+    write_json(out / PRECISION_JSON, result.summary())
+    return result
+
+
 def _preprocessing(loc) -> str:
     """The first line of the command's output: each side's preprocessing (one line when equal)."""
     from ..loading import preprocessing_text
@@ -80,6 +97,11 @@ def _preprocessing(loc) -> str:
 
     a, b = text(loc.pairing.a.program), text(loc.pairing.b.program)
     return f"preprocessing: {a}" if a == b else f"preprocessing: A {a}; B {b}"
+
+
+def _precision_kwargs(kwargs: dict) -> dict:
+    keys = ("model", "a", "b", "images", "pretrained", "preset", "trusted", "per_round", "max_images", "tolerance")
+    return {"target": kwargs["target_agreement"], **{k: kwargs[k] for k in keys}}
 
 
 def localize_job(kwargs: dict, out: str) -> dict:
@@ -95,11 +117,17 @@ def localize_job(kwargs: dict, out: str) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            loc = run_localization(**kwargs, prepare=lambda: prepare_out_dir(Path(out)))
+            if kwargs.get("precision"):
+                result = run_precision(**_precision_kwargs(kwargs), prepare=lambda: prepare_out_dir(Path(out)))
+            else:
+                search = {k: v for k, v in kwargs.items() if k not in ("precision", "target_agreement")}
+                loc = run_localization(**search, prepare=lambda: prepare_out_dir(Path(out)))
         except InputError as err:
             return {"status": "input_error", "reason": str(err), "code": err.exit_code}
     # MutateNN's own warnings (untrained weights); framework and worker-pool chatter is not the user's.
     said = dict.fromkeys(str(w.message) for w in caught if "mutatenn" in w.filename)
+    if kwargs.get("precision"):
+        return {"status": "done", "text": result.format(), "warnings": list(said), "files": ["precision.json"]}
     parts = [_preprocessing(loc)] + ([loc.passes.format()] if loc.passes is not None else []) + [format_localization(loc)]
     if loc.fault_report is not None:
         parts.append(loc.fault_report.format())
