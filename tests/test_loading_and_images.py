@@ -132,6 +132,22 @@ def test_onnx_and_pt2_files_load(digits_onnx, digits_pt2):
     assert program.framework == "torch" and int(program.mod["main"].ret_ty.shape[1]) == 10
 
 
+def test_a_pt2_file_runs_on_the_torch_runner_and_agrees_with_tvm(digits_pt2):
+    """A saved torch.export program's module refuses ``eval()``; the torch runner runs it
+    as exported, and it gives TVM's labels."""
+    from mutatenn.execute import run_variant
+    from mutatenn.images import load_image_set, preprocess
+    from mutatenn.runners import parse_variant
+
+    program = load_program(str(digits_pt2))
+    batch = preprocess(load_image_set("digits:16"), "raw", program.input.shape)
+    eager = run_variant(program, parse_variant("torch"), batch).output.logits
+    built = run_variant(program, parse_variant("tvm:cpu"), batch).output.logits
+    assert eager.shape == built.shape == (16, 10)
+    assert (eager.argmax(axis=1) == built.argmax(axis=1)).all()
+    assert np.allclose(eager, built, rtol=1e-4, atol=1e-4)
+
+
 def _png(path, value, size=(12, 10), mode="RGB"):
     arr = np.full((size[1], size[0], 3) if mode == "RGB" else (size[1], size[0]), value, np.uint8)
     Image.fromarray(arr).save(path)

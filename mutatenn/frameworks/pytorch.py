@@ -79,6 +79,15 @@ def load_torchvision(spec: str, pretrained: str, trusted: bool = False) -> Sourc
 
 # Seeded N(0, 1) noise: images per batch, batches, side. Noise is the same everywhere in an
 # image, so half-size images give the per-channel statistics at a quarter of the work.
+def inference_mode(module):
+    """``module`` in eval mode. A saved ``torch.export`` program's module refuses ``eval()``
+    (NotImplementedError) and needs none: it runs as it was exported."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        return module
+
+
 NOISE_BATCHES = (8, 2)
 NOISE_SIDE = 112
 
@@ -158,7 +167,7 @@ def to_onnx(source: Source) -> Form:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(source.native.eval(), (example,), dynamo=True, verbose=False)
+            program = torch.onnx.export(inference_mode(source.native), (example,), dynamo=True, verbose=False)
             program.save(buffer)
     except Exception as err:  # the exporter fails in many ways; the user needs one line
         raise ModelError(stage_message("convert", "PyTorch -> onnx via torch.onnx", source.spec, err)) from None

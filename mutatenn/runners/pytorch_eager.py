@@ -20,8 +20,9 @@ class TorchRunner(Runner):
     def prepare_impl(self) -> None:
         from ..compression import is_compressed
         from ..compression.apply import compress_torch
+        from ..frameworks.pytorch import inference_mode
 
-        model = self.program.native.eval()
+        model = inference_mode(self.program.native)
         self.model = compress_torch(model, self.variant.options) if is_compressed(self.variant.options) else model
 
     def artifact(self) -> dict:
