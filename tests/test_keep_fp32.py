@@ -156,21 +156,25 @@ def test_bad_precision_arguments_give_one_line(tmp_path, capsys, args, words):
     ("tvm:cpu(quantize=int8-static)", "--precision searches float16 builds"),
     ("tvm:cpu(precision=fp16, keep_fp32=lv999)", "no binding named lv999"),
 ])
-def test_bad_precision_variants_give_one_line(tmp_path, b, words):
+def test_bad_precision_variants_give_one_line(tmp_path, capsys, b, words):
+    from mutatenn.cli import main
+
     out = tmp_path / "out"
-    proc = run_cli("localize", "--model", "digits", "--images", "digits:4", "--b", b, "--precision", "--out", str(out))
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1 and lines[0].startswith("mutatenn: error:") and words in lines[0], proc.stderr
+    assert main(["localize", "--model", "digits", "--images", "digits:4", "--b", b, "--precision", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("mutatenn: error:") and words in lines[0], err
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_compare_refuses_an_unknown_kept_binding_before_building(tmp_path):
+def test_compare_refuses_an_unknown_kept_binding_before_building(tmp_path, capsys):
+    from mutatenn.cli import main
+
     out = tmp_path / "cmp"
-    proc = run_cli("compare", "--model", "digits", "--images", "digits:4", "--baseline", "tvm:cpu",
-                   "--variants", "tvm:cpu(precision=fp16, keep_fp32=lv6+lv999)", "--out", str(out))
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1 and "keep_fp32: main has no binding named lv999" in lines[0], proc.stderr
+    assert main(["compare", "--model", "digits", "--images", "digits:4", "--baseline", "tvm:cpu",
+                 "--variants", "tvm:cpu(precision=fp16, keep_fp32=lv6+lv999)", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and "keep_fp32: main has no binding named lv999" in lines[0], err
     assert not out.exists()
