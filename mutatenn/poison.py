@@ -118,6 +118,8 @@ def folding_passes(fold):
     return [_poison_folded, fold, _unpoison]
 
 
+# What a failed check says of the element (an unwritten scratch element's poison carries on).
+UNWRITTEN = "element never written or computed from an unwritten one"
 # How a check that fired while FoldConstant evaluated a constant kernel says so.
 FOLDING = " (while FoldConstant evaluated it at build time)"
 
@@ -180,14 +182,16 @@ def _poison(func, name: str, when: str = ""):
 
 def _outputs(func) -> list:
     """The buffer parameters ``call_tir`` passes as outputs: the trailing ones the body
-    stores to (an input the body also wrote would come before them)."""
+    stores to (an input the body also wrote would come before them; scalar parameters,
+    a call's ``tir_vars``, come after them)."""
     import tvm_ffi
     from tvm import tirx
 
     stored: list = []
     tvm_ffi.structural_walk(func.body, (tirx.BufferStore, lambda s: stored.append(s.buffer)))
+    buffers = [p for p in func.params if isinstance(getattr(p, "ty", None), tirx.BufferType)]
     out = []
-    for param in reversed(list(func.params)):
+    for param in reversed(buffers):
         if not any(param.same_as(b) for b in stored):
             break
         out.append(param)
@@ -237,7 +241,7 @@ def _check(buffer, func_name: str, when: str = ""):
 
     dtype = str(buffer.dtype)
     bits, pattern = POISON[dtype]
-    message = f"{MARK}: kernel {func_name} buffer {buffer.name}: element never written{when}"
+    message = f"{MARK}: kernel {func_name} buffer {buffer.name}: {UNWRITTEN}{when}"
 
     def body(idx):
         load = tirx.BufferLoad(buffer, idx)
