@@ -19,8 +19,9 @@ from ..records import JobStatus, Verdict, VerdictRow
 
 def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
     """A mutant whose build failed (build_error), whose run crashed, failed a bounds check
-    (memory_error) or a poison check (uninitialized_read), or timed out: that is its verdict. MutateNN's own failure in the
-    job (internal_error) is no verdict: the campaign stops, naming the job."""
+    (memory_error) or a poison check (uninitialized_read), or timed out: that is its
+    verdict. MutateNN's own failure in the job (internal_error) is no verdict: the
+    campaign stops, naming the job."""
     mutant_id, stack = pair
     if artifact["status"] == JobStatus.INTERNAL_ERROR.value:
         raise CampaignError(f"internal error in job {artifact['key']} ({mutant_id} on stack {stack!r}): "
