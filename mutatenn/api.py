@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from runfolder.verdicts import VERDICT_NAMES
+
 __all__ = ["Run", "run_campaign", "compare", "load_run", "default_run_dir"]
 
-SCORE_VIEW = ["stack", "killed", "survived", "crashed", "memory_error", "timed_out", "build_error", "non_viable",
-              "equivalent", "score", "score_low", "score_high"]
+SCORE_VIEW = ["stack", *VERDICT_NAMES, "score", "score_low", "score_high"]
 
 
 @dataclass

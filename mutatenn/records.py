@@ -24,6 +24,7 @@ class JobStatus(str, Enum):
     DONE = "done"
     CRASHED = "crashed"  # the run raised, or the worker died (segfault, abort, OOM kill)
     MEMORY_ERROR = "memory_error"  # the run failed a bounds check (`mutatenn.bounds`)
+    UNINITIALIZED_READ = "uninitialized_read"  # a kernel left output elements unwritten (`mutatenn.poison`)
     TIMED_OUT = "timed_out"  # no result within the timeout; the worker was killed
     BUILD_ERROR = "build_error"  # the build raised: the compiler refused the program
     # A TIR mutant whose changed kernels compiled to the original's machine code

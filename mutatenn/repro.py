@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from runfolder import schema
-from runfolder.verdicts import REPRODUCIBLE, VERDICT_NAMES
+from runfolder.verdicts import CHECKED, REPRODUCIBLE, VERDICT_NAMES
 
 from .errors import InputError, OutputFolderError
 from .store import ResultStore
@@ -91,7 +91,7 @@ class ReproTask:
 @dataclass
 class Reproduction:
     case: Case
-    status: str  # killed, survived, crashed, build_error, memory_error, timed_out (what happened now)
+    status: str  # a verdict's word: what happened now (killed, survived, crashed, build_error, memory_error, ...)
     reason: str = ""
     log_tail: str = ""
     logits: np.ndarray | None = None
@@ -171,9 +171,9 @@ def open_case(run_dir: Path, mutant_id: str, stack_name: str | None, all_images:
                          f"(repro takes killed mutants and those whose build or run failed)")
     overrides = json.loads(mutant.get("build_options") or "{}")
     options = stack.options.with_overrides(overrides) if overrides else stack.options
-    if word == "memory_error" and not options.bounds_check:
+    if word in CHECKED and not options.bounds_check:
         # Found by the bounds-checked rebuild of an unstable pair ([run] rejudge_unstable):
-        # reproduced the same way, or the read outside the buffer goes unseen again.
+        # reproduced the same way, or the read outside (or before) the buffer goes unseen again.
         options = options.with_overrides({"bounds_check": True})
     images = cached_images(config.images)
     _check_images(run_dir, meta, images)

@@ -50,7 +50,8 @@ class CampaignCaps:
 
 # Verdicts whose mutants get full detail, most informative first (the verdict table's
 # ``detail``): a survivor shows a gap in the comparison operators, a crash a fragile
-# stack, a memory error the access a bounds check caught, a build error what the compiler refused.
+# stack, a memory error the access a bounds check caught, an uninitialized read the kernel and
+# buffer a poison check caught, a build error what the compiler refused.
 _DETAIL_PRIORITY = DETAIL_PRIORITY
 
 # Run folders written before metrics said whether summary tables show them.

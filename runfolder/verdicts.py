@@ -18,6 +18,7 @@ class Verdict(str, Enum):
     SURVIVED = "survived"
     CRASHED = "crashed"  # the worker process died, or the run raised
     MEMORY_ERROR = "memory_error"  # a bounds check (`mutatenn.bounds`) caught an access outside a buffer
+    UNINITIALIZED_READ = "uninitialized_read"  # a kernel left elements of its output unwritten (`mutatenn.poison`)
     TIMED_OUT = "timed_out"
     BUILD_ERROR = "build_error"  # the compiler refused the mutant: counted apart, like non_viable
     NON_VIABLE = "non_viable"
@@ -42,7 +43,9 @@ class VerdictInfo:
     (killed / scored); ``mutation_testing`` / ``junit``: what it is in each export; ``detail``: the order of the report's per-mutant detail sections
     (lower first; None: no detail section); ``repro`` / ``localize``: the command applies
     (a build to rebuild alone; outputs to compare layer by layer); ``progress``: named in
-    the campaign's progress line; ``dark_text``: the badge's colour is light."""
+    the campaign's progress line; ``dark_text``: the badge's colour is light; ``checked``:
+    found by a check of a checked build (``bounds_check``), so a pair rebuilt with checks
+    (``rejudge_unstable``) takes it and ``repro`` rebuilds with checks to see it again."""
 
     verdict: Verdict
     label: str
@@ -54,6 +57,7 @@ class VerdictInfo:
     progress: bool
     doc: str
     dark_text: bool = False
+    checked: bool = False
     # How the verdict reads in the exports (`reports.exports`): the mutation-testing report
     # schema's MutantStatus, and the JUnit element of its test case ("": the case passed).
     mutation_testing: str = ""
@@ -72,7 +76,10 @@ VERDICT_TABLE: tuple[VerdictInfo, ...] = (
                 mutation_testing="RuntimeError", junit="error"),
     VerdictInfo(Verdict.MEMORY_ERROR, "memory error", "#7b3fa0", True, 1, True, False, True,
                 "a bounds check caught the build reading or writing outside a buffer",
-                mutation_testing="RuntimeError", junit="error"),
+                checked=True, mutation_testing="RuntimeError", junit="error"),
+    VerdictInfo(Verdict.UNINITIALIZED_READ, "uninitialized read", "#b8457f", True, 1, True, False, True,
+                "a checked build's kernel left elements of its output unwritten (they still held the poison)",
+                checked=True, mutation_testing="RuntimeError", junit="error"),
     VerdictInfo(Verdict.TIMED_OUT, "timed out", "#c98a1b", True, 1, True, False, True,
                 "no result within the job's timeout; the worker was killed",
                 mutation_testing="Timeout", junit="error"),
@@ -98,6 +105,10 @@ DETAIL_PRIORITY = {row.verdict.value: row.detail for row in VERDICT_TABLE if row
 REPRODUCIBLE = tuple(row.verdict.value for row in VERDICT_TABLE if row.repro)
 LOCALIZABLE = tuple(row.verdict.value for row in VERDICT_TABLE if row.localize)
 PROGRESS = tuple(row.verdict for row in VERDICT_TABLE if row.progress)
+CHECKED = tuple(row.verdict.value for row in VERDICT_TABLE if row.checked)
+# The verdicts of a build or run that failed (no outputs to compare): the scored ones
+# other than killed and survived, and build_error.
+FAILED = tuple(row.verdict.value for row in VERDICT_TABLE if row.detail == 1)
 
 
 def score_formula() -> str:

@@ -15,6 +15,7 @@ from reports import exports
 
 # The map, written out here rather than read from the code under test.
 STATUS = {"killed": "Killed", "survived": "Survived", "crashed": "RuntimeError", "memory_error": "RuntimeError",
+          "uninitialized_read": "RuntimeError",
           "timed_out": "Timeout", "build_error": "CompileError", "non_viable": "CompileError", "equivalent": "Ignored"}
 MUTANT_KEYS = {"id", "mutatorName", "location", "status", "statusReason", "description", "replacement", "killedBy",
                "testsCompleted", "duration", "coveredBy", "static"}
@@ -106,7 +107,7 @@ def test_every_verdict_has_its_status_and_junit_element(digits_campaign, tmp_pat
     for name, suite in suites.items():
         for case in suite:
             kinds[(case.name, name)] = ({type(r) for r in case.result}, case.classname, case.result)
-    expected = {"killed": set(), "survived": {Failure}, "crashed": {Error}, "memory_error": {Error},
+    expected = {"killed": set(), "survived": {Failure}, "crashed": {Error}, "memory_error": {Error}, "uninitialized_read": {Error},
                 "timed_out": {Error}, "build_error": {Skipped}, "non_viable": {Skipped}, "equivalent": {Skipped}}
     for row in verdicts.to_dict("records"):
         found, classname, results = kinds[(row["mutant_id"], row["stack"])]
@@ -114,7 +115,8 @@ def test_every_verdict_has_its_status_and_junit_element(digits_campaign, tmp_pat
         if row["verdict"] == "crashed":
             assert results[0].message == "worker died (SIGSEGV)"
     assert sum(s.failures for s in suites.values()) == (verdicts.verdict == "survived").sum()
-    assert sum(s.errors for s in suites.values()) == verdicts.verdict.isin(["crashed", "memory_error", "timed_out"]).sum()
+    assert sum(s.errors for s in suites.values()) == verdicts.verdict.isin(["crashed", "memory_error", "uninitialized_read",
+                                                                                      "timed_out"]).sum()
 
 
 def test_junit_failures_are_the_survivors_with_their_metric_values(digits_campaign):

@@ -360,7 +360,8 @@ OPTIONS: tuple[BuildOption, ...] = (
                 merge="update", in_key=lambda o: {"tir": dict(o.tir_options)} if o.tir_options else {},
                 label=lambda v: [n if s is True else f"{n}={json.dumps(s)}" for n, s in v]),
     BuildOption("bounds_check", "bounds_check", Flag(), False,
-                "every buffer access asserted inside its buffer (a failed check is a memory_error)",
+                ("every buffer access asserted inside its buffer (a failed check is a memory_error) and every "
+                 "buffer a kernel writes filled with poison first (an element left unwritten is an uninitialized_read)"),
                 in_key=lambda o: {"bounds_check": True} if o.bounds_check else {},
                 target_check=_llvm_only("bounds checks")),
     # Compression and precision (`mutatenn.compression`): applied after a mutant is made, before it is built.

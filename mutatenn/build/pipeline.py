@@ -86,7 +86,12 @@ def pipeline_passes(target: Target, options: BuildOptions, stats: BuildStats | N
     stats = stats if stats is not None else BuildStats(options.schedule)
     passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
     for spec in table_passes(options):
-        passes.append(spec.create())
+        if spec.name == "FoldConstant" and options.bounds_check:  # constant kernels run with poison too
+            from ..poison import folding_passes
+
+            passes += folding_passes(spec.create())
+        else:
+            passes.append(spec.create())
         if spec.name == stop_after:
             return passes
     if options.bounds_check:  # on the fused (possibly mutated) PrimFuncs, before scheduling and flattening
@@ -98,6 +103,9 @@ def pipeline_passes(target: Target, options: BuildOptions, stats: BuildStats | N
         from ..bounds import serial_checks_pass
 
         passes.append(serial_checks_pass())
+        from ..poison import poison_pass  # around the scheduled body: unwritten elements read as poison
+
+        passes.append(poison_pass())
     passes += [
         relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
         relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),

@@ -386,8 +386,8 @@ def check_internal(key: str, artifact: Artifact, result: JobResult, out_dir: Pat
 class Rejudge:
     """``[run] rejudge_unstable = "bounds_check"``: after the campaign, each mutant × stack
     pair flagged unstable (its repeated runs differed) is rebuilt with bounds checks
-    (`mutatenn.bounds`) and run again. A check that fires makes its verdict
-    ``memory_error``; otherwise the verdict stays. Either way the reason says so and keeps
+    (`mutatenn.bounds`, `mutatenn.poison`) and run again. A check that fires makes its
+    verdict (``memory_error``, ``uninitialized_read``); otherwise the verdict stays. Either way the reason says so and keeps
     the first verdict (`judge.judge_rejudged`). Each rebuild is an artifact of its own
     (the pair's build options plus ``bounds_check``), stored like any other: a resumed run
     does not build it again, and builds.csv lists it. Pairs on non-LLVM stacks stay as they are."""

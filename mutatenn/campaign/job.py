@@ -31,7 +31,8 @@ _KERNELS: dict = {}
 # Where a job's Python error happened decides what it is (a segfault kills the worker:
 # the dispatcher calls that `crashed`): before the build, MutateNN's own failure; in the
 # build, the compiler refusing the program; in the run, a crash, or a memory error when a
-# bounds check (`mutatenn.bounds`) fired.
+# bounds check (`mutatenn.bounds`) fired. A poison check (`mutatenn.poison`) that fired is
+# an uninitialized read in the run, or in the build (FoldConstant runs constant kernels).
 SETUP, BUILD, RUN = "setup", "build", "run"
 STAGE_STATUS = {SETUP: JobStatus.INTERNAL_ERROR, BUILD: JobStatus.BUILD_ERROR, RUN: JobStatus.CRASHED}
 
@@ -72,10 +73,14 @@ def run_logged(body, task, log_path: str) -> dict:
 def classify_failure(stage: str, err: BaseException) -> tuple[JobStatus, str]:
     """(status, one-line reason) of an error raised in ``stage``."""
     from ..bounds import bounds_message, is_bounds_error
+    from ..poison import is_uninitialized_error, uninitialized_message
 
     reason = first_line(err)
     if stage == RUN and is_bounds_error(str(err)):
         return JobStatus.MEMORY_ERROR, (reason if is_bounds_error(reason) else bounds_message(str(err)))
+    if stage in (BUILD, RUN) and is_uninitialized_error(str(err)):
+        return JobStatus.UNINITIALIZED_READ, (reason if is_uninitialized_error(reason)
+                                              else uninitialized_message(str(err)))
     return STAGE_STATUS[stage], reason
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 import operators
+from runfolder.verdicts import CHECKED
 
 from ..errors import CampaignError
 from ..records import JobStatus, Verdict, VerdictRow
@@ -18,8 +19,9 @@ from ..records import JobStatus, Verdict, VerdictRow
 
 def judge_failure(pair: tuple[str, str], artifact: dict) -> VerdictRow:
     """A mutant whose build failed (build_error), whose run crashed, failed a bounds check
-    (memory_error) or timed out: that is its verdict. MutateNN's own failure in the
-    job (internal_error) is no verdict: the campaign stops, naming the job."""
+    (memory_error) or a poison check (uninitialized_read), or timed out: that is its
+    verdict. MutateNN's own failure in the job (internal_error) is no verdict: the
+    campaign stops, naming the job."""
     mutant_id, stack = pair
     if artifact["status"] == JobStatus.INTERNAL_ERROR.value:
         raise CampaignError(f"internal error in job {artifact['key']} ({mutant_id} on stack {stack!r}): "
@@ -37,16 +39,17 @@ def is_rejudged(row: VerdictRow) -> bool:
 
 
 def judge_rejudged(row: VerdictRow, artifact: dict) -> VerdictRow:
-    """An unstable pair's verdict after its rebuild with bounds checks: ``memory_error``
-    when a check fired (the reason keeps the first verdict and its reason); otherwise the
+    """An unstable pair's verdict after its rebuild with bounds checks: the verdict of the
+    check that fired (`runfolder.verdicts.CHECKED`: ``memory_error``, ``uninitialized_read``;
+    the reason keeps the first verdict and its reason); otherwise the
     first verdict stays and the reason says what the checked build did. The row keeps the
     first run's comparison values, flips and stability flag (what made it suspect)."""
     first = f"first verdict {row.verdict.value}" + (f": {row.reason}" if row.reason else "")
     status = artifact["status"]
     if status == JobStatus.INTERNAL_ERROR.value:
         judge_failure((row.mutant_id, row.stack), artifact)  # raises
-    if status == JobStatus.MEMORY_ERROR.value:
-        return dataclasses.replace(row, verdict=Verdict.MEMORY_ERROR,
+    if status in CHECKED:
+        return dataclasses.replace(row, verdict=Verdict(status),
                                    reason=f"{artifact['reason']} ({REJUDGED}; {first})",
                                    log_tail=artifact.get("log_tail") or "")
     if status == JobStatus.DONE.value:

@@ -102,7 +102,7 @@ def _population(sites: dict[str, int] | None, group: str, part: pd.DataFrame) ->
 
 def discrepancy_table(verdicts: pd.DataFrame, stack_order: list[str]) -> pd.DataFrame:
     """Mutants built and judged on several stacks with different scored outcomes there
-    (killed on one, survived, crashed, memory_error or timed_out on another: the backend
+    (killed on one, survived or another scored verdict on another: the backend
     view; a build_error counts apart, like non_viable). A pass mutant that is
     equivalent on the stack whose options it repeats is not a discrepancy. ``unstable_on``
     names the stacks where the mutant's outputs changed between repeated runs (its verdict

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from runfolder import schema
+from runfolder.verdicts import FAILED
 
 from ..errors import InputError, OutputFolderError
 from ..outputs import write_csv, write_json
@@ -32,7 +33,7 @@ LOGS_DIR = "logs"
 TABLE_COLUMNS = ["mutant_id", "operator", "stack", "outcome", "image", "seed", "original_label", "mutant_label",
                  "queries", "seconds", "reason"]
 # How a search can end; `killed` has an image, the others a reason.
-OUTCOMES = ("killed", "not_found", "no_seed", "crashed", "timed_out", "build_error", "memory_error")
+OUTCOMES = ("killed", "not_found", "no_seed", *FAILED)
 
 
 class StrengthenError(InputError):
