@@ -33,14 +33,19 @@ elements: $(STAMP)
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; fi; }
 	-$(BIN)/python tests/_elements.py
 
+# Test files are shared out to TEST_WORKERS processes (pytest-xdist), each file whole to one
+# of them, so module fixtures are built once: a serial run leaves much of a second core idle.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP) browser elements
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra --durations=25 tests
+	$(BIN)/python -m pytest -q -ra --durations=25 $(XDIST) tests
 
 # The fast tier: every package, in a few minutes on two cores (tests marked slow left out).
 test-fast: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(XDIST) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

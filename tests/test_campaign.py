@@ -167,13 +167,18 @@ def test_kill_9_of_the_coordinator_then_rerun_loses_nothing(campaign, tmp_path):
     pd.testing.assert_frame_equal(verdict_pairs(out), verdict_pairs(campaign["out"]))
 
 
+HANG_TIMEOUT_S = 75
+
+
 def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
     # Both cpu stacks share pass_opt_level#1's build (O1 on cpu), so its crash settles both pairs.
     # Two inference passes per build; one mutant's second pass is perturbed on purpose.
     # Faults are injected through the test-only environment hook, never through the config.
     faults = {"segfault": ["pass_opt_level#1"], "hang": ["tir_store_cast_int8#0@cpu-O2"],
               "unstable": ["tir_store_cast_int8#0@cpu-O0"]}
-    config = write_config(tmp_path, images="digits:20", timeout=30, repeats=2)
+    # The timeout leaves a loaded machine time to build the originals (30 s was too little
+    # with a second test process and its jobs on 2 cores); only the hung job waits it out.
+    config = write_config(tmp_path, images="digits:20", timeout=HANG_TIMEOUT_S, repeats=2)
     result = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--jobs", "2", "--quiet",
                      env={"MUTATENN_TEST_FAULTS": json.dumps(faults)})
     assert result.returncode == 0, result.stderr
@@ -184,7 +189,7 @@ def test_a_segfault_is_crashed_and_a_hang_is_timed_out(tmp_path):
         assert "Segmentation fault" in crashed["reason"]
         assert "fault injection: segfault" in crashed["log_tail"]
     hung = verdicts.loc[("tir_store_cast_int8#0", "cpu-O2")]
-    assert hung["verdict"] == "timed_out" and "30 s" in hung["reason"]
+    assert hung["verdict"] == "timed_out" and f"{HANG_TIMEOUT_S} s" in hung["reason"]
     assert verdicts.loc[("tir_store_cast_int8#0", "cpu-O0")]["verdict"] in ("killed", "survived")
     others = verdicts.drop([("pass_opt_level#1", "cpu-O0"), ("pass_opt_level#1", "cpu-O2"),
                             ("tir_store_cast_int8#0", "cpu-O2")])
