@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, campaign_config, run_cli
@@ -168,6 +169,19 @@ def test_keras_applications_use_cached_weights_or_warn(tmp_path):
     assert not failed and source.native is None and source.forms["tf2onnx"].kind == "onnx"
     assert any(issubclass(w.category, UntrainedWeightsWarning) for w in caught)
     assert tensorflow_absent()
+    # Seeded weights get batch-norm statistics from seeded noise: with the constructor's the
+    # logits were ~1e-10 and every photo one class. The tf2onnx form shows it without TensorFlow.
+    import onnxruntime
+
+    from mutatenn.images import load_image_set, preprocess
+
+    assert any(note.startswith("batch-norm statistics") for note in source.notes)
+    onnx_model = source.forms["tf2onnx"].payload
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    photos = preprocess(load_image_set("photos:8"), source.preset, source.input.shape, source.input.layout)
+    logits = np.concatenate([session.run(None, {session.get_inputs()[0].name: photos[i:i + 1]})[0]
+                             for i in range(len(photos))])
+    assert np.abs(logits).max() > 0.1 and len(set(logits.argmax(axis=1).tolist())) > 1
 
     home = tmp_path / "keras-home"
     refused = run_cli("compare", "--model", "keras:MobileNetV2", "--pretrained", "require", "--images", "photos",

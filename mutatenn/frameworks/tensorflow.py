@@ -89,9 +89,36 @@ def load_keras_application(spec: str, pretrained: str, trusted: bool = False) ->
         model.load_weights(str(file))
         notes = [f"pretrained weights from {file}"]
     else:
-        notes = [untrained(name, file, pretrained, SEED)]
+        notes = [untrained(name, file, pretrained, SEED), *settle_batchnorm(model, (size, size, 3))]
     return Source(spec, name, "keras", model, InputSpec("input", (1, size, size, 3), "float32", "NHWC"),
                   preset, imagenet_labels(), notes)
+
+
+NOISE_IMAGES = 8  # seeded N(0, 1) images of the one batch that sets the statistics
+
+
+def settle_batchnorm(model, shape: tuple[int, int, int]) -> list[str]:
+    """Seeded weights with batch-norm statistics of N(0, 1) inputs, not the constructor's
+    (mean 0, variance 1): with those, seeded MobileNetV2 gives logits near 1e-10 and one
+    class on every photo, so no mutant could flip a label (`pytorch.settle_batchnorm` is the
+    torchvision side). One forward pass in training mode with momentum 0 sets each layer's
+    moving statistics to what it sees; weights are untouched; momentum is put back."""
+    import keras
+    import numpy as np
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return []
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    noise = np.random.default_rng(SEED).standard_normal((NOISE_IMAGES, *shape)).astype("float32")
+    try:
+        model(noise, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return [f"batch-norm statistics of the seeded weights set on {NOISE_IMAGES} seeded N(0, 1) images (seed {SEED})"]
 
 
 def load_keras_file(spec: str, pretrained: str, trusted: bool = False) -> Source:
