@@ -50,12 +50,18 @@ def is_bounds_error(text: str) -> bool:
     return MARK in (text or "")
 
 
-def bounds_message(text: str) -> str:
-    """The bounds check's own line from an error's text (a VM traceback may surround it)."""
+def marked_line(text: str, mark: str) -> str:
+    """A check's own line, from ``mark`` on, in an error's text (a VM traceback may surround
+    it); empty when no line carries the mark. Bounds and poison checks both report this way."""
     for line in (text or "").splitlines():
-        if MARK in line:
-            return line[line.index(MARK):].strip()
+        if mark in line:
+            return line[line.index(mark):].strip()
     return ""
+
+
+def bounds_message(text: str) -> str:
+    """The bounds check's own line from an error's text."""
+    return marked_line(text, MARK)
 
 
 def instrument_module(mod, report: BoundsReport | None = None):

@@ -73,11 +73,10 @@ def is_uninitialized_error(text: str) -> bool:
 
 
 def uninitialized_message(text: str) -> str:
-    """The check's own line from an error's text (a VM traceback may surround it)."""
-    for line in (text or "").splitlines():
-        if MARK in line:
-            return line[line.index(MARK):].strip()
-    return ""
+    """The poison check's own line from an error's text."""
+    from .bounds import marked_line
+
+    return marked_line(text, MARK)
 
 
 def poison_pass(report: PoisonReport | None = None):
